@@ -1,0 +1,37 @@
+/* Everything the ranks say to each other: agreeing on errors, summing gradients, checking
+ * that every rank holds the same weights, sharing the config text. All functions here are
+ * collective over comm: every rank must call them, in the same order. */
+#ifndef NNMPI_COMM_H
+#define NNMPI_COMM_H
+
+#include <mpi.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "nnmpi/error.h"
+
+/* Every rank passes its own e (code 0 when it found nothing wrong). On return every rank
+ * holds the code and message of the lowest-numbered failing rank; returns that code (0 when
+ * no rank failed). This is how one rank's bad input stops all ranks together. */
+int nn_comm_agree(nn_error *e, MPI_Comm comm);
+
+/* In-place MPI_Allreduce(SUM) of n floats (split into pieces of at most INT_MAX). */
+int nn_comm_allreduce_sum(float *buf, size_t n, MPI_Comm comm, nn_error *e);
+
+/* In-place MPI_Allreduce(SUM) of n doubles. */
+int nn_comm_sum_doubles(double *buf, int n, MPI_Comm comm, nn_error *e);
+
+/* Fails with NN_EREPLICA unless params are bit-identical on every rank (hash, MIN and MAX). */
+int nn_comm_check_replicas(const float *params, size_t n, MPI_Comm comm, nn_error *e);
+
+/* Rank 0 reads the whole file at path; every rank receives it NUL-terminated in *text (free it
+ * with free). Errors are agreed. */
+int nn_comm_read_file(const char *path, char **text, MPI_Comm comm, nn_error *e);
+
+/* MPI_Bcast of n floats from root. */
+int nn_comm_bcast_floats(float *buf, size_t n, int root, MPI_Comm comm, nn_error *e);
+
+/* 64-bit FNV-1a hash of n bytes (used for replica checks and config hashes). */
+uint64_t nn_hash_bytes(const void *p, size_t n);
+
+#endif

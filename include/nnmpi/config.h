@@ -1,0 +1,76 @@
+/* The run's configuration: an INI file (inih) plus --set section.key=value overrides.
+ * Every key is documented in README.md ("Configuration reference"). Pure: no MPI, no I/O
+ * beyond what the caller hands in (the file text is read by the caller). */
+#ifndef NNMPI_CONFIG_H
+#define NNMPI_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "nnmpi/error.h"
+
+#define NN_MAX_LAYERS 32   /* weight layers; the layers key holds up to NN_MAX_LAYERS + 1 sizes */
+#define NN_PATH_MAX 1024
+#define NN_NAME_MAX 128
+
+typedef enum nn_act { NN_ACT_RELU, NN_ACT_SIGMOID, NN_ACT_TANH, NN_ACT_SOFTMAX, NN_ACT_LINEAR } nn_act;
+typedef enum nn_loss { NN_LOSS_CROSS_ENTROPY, NN_LOSS_MSE } nn_loss;
+typedef enum nn_init { NN_INIT_HE, NN_INIT_XAVIER } nn_init;
+
+typedef struct nn_config {
+  /* [model] */
+  int n_sizes;                       /* entries in layers: input, hidden..., output */
+  int sizes[NN_MAX_LAYERS + 1];
+  nn_act activation;                 /* hidden layers */
+  nn_act output;                     /* output layer */
+  nn_loss loss;
+  nn_init init;
+  char init_from[NN_PATH_MAX];       /* "" = none */
+  uint64_t seed;
+  /* [data] */
+  char train[NN_PATH_MAX];
+  char test[NN_PATH_MAX];            /* "" = none */
+  char features[NN_NAME_MAX];
+  char labels[NN_NAME_MAX];
+  int shuffle;
+  long partitions;                   /* 0 = auto: largest divisor of batch_size <= 64 */
+  /* [train] */
+  long epochs;
+  long batch_size;                   /* global */
+  double learning_rate;
+  double momentum;
+  long blas_threads;
+  /* [checkpoint] */
+  char ckpt_dir[NN_PATH_MAX];
+  long ckpt_every;                   /* epochs; 0 = only at the end */
+  /* [log] */
+  char metrics[NN_PATH_MAX];         /* "" = none */
+  long log_every_steps;              /* 0 = only the per-epoch line */
+  /* [debug] */
+  long check_sync_every;             /* epochs between replica checks; 0 = never */
+  long perturb_rank;                 /* test hook: -1 = off */
+
+  /* provenance, for messages */
+  char path[NN_PATH_MAX];
+  int line[64];                      /* line of each key in the file, 0 = default or --set */
+} nn_config;
+
+/* Parse the INI text of file `path`, then apply `n_sets` overrides "section.key=value".
+ * On error returns NN_ECONFIG with e->msg like `my.ini:7: [train] epochs: expected a
+ * positive integer, got "ten"`. */
+int nn_config_parse(nn_config *cfg, const char *path, const char *text, int n_sets,
+                    char *const *sets, nn_error *e);
+
+/* Where a key came from, for messages about it: "my.ini:3: [model] layers" or
+ * "--set [model] layers" or "my.ini: [model] layers (default)". */
+const char *nn_config_where(const nn_config *cfg, const char *section, const char *key,
+                            char *buf, size_t n);
+
+/* Print the effective configuration as INI (every key, defaults included). */
+void nn_config_print(const nn_config *cfg, FILE *f);
+
+const char *nn_act_name(nn_act a);
+const char *nn_loss_name(nn_loss l);
+
+#endif

@@ -1,0 +1,76 @@
+/* The MLP: parameter layout in one flat buffer, and the forward and backward passes over a
+ * batch as cblas_sgemm calls. Pure: no MPI, no I/O; memory is allocated only by
+ * nn_model_init, never inside forward or backward.
+ *
+ * Layer l (1..L) has W^l of shape (n_l, n_{l-1}) (row j = node of layer l, column k = node of
+ * layer l-1) and b^l of n_l entries, stored as W^1, b^1, W^2, b^2, ... in one float buffer;
+ * the gradient buffer has the same layout. Activations are row-major (batch, n_l): each row is
+ * one sample, so z^l = a^{l-1} (W^l)^T + b^l is one GEMM for the whole batch. */
+#ifndef NNMPI_MODEL_H
+#define NNMPI_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "nnmpi/config.h"
+
+typedef struct nn_layout {
+  int L;                             /* weight layers */
+  int n[NN_MAX_LAYERS + 1];          /* n[0] inputs ... n[L] outputs */
+  size_t W_off[NN_MAX_LAYERS + 1];   /* offset of W^l in the flat buffer (index l) */
+  size_t b_off[NN_MAX_LAYERS + 1];   /* offset of b^l */
+  size_t n_params;
+} nn_layout;
+
+/* Fails with NN_ENOMEM when the sizes would overflow. */
+int nn_layout_init(nn_layout *lay, const int *sizes, int n_sizes, nn_error *e);
+
+typedef struct nn_model {
+  nn_layout lay;
+  nn_act hidden, output;
+  nn_loss loss;
+  size_t batch_cap;                  /* largest batch the buffers hold */
+  float *acts;                       /* a^0 .. a^L, each (batch_cap, n_l), one allocation */
+  float *a[NN_MAX_LAYERS + 1];       /* views into acts */
+  float *delta[2];                   /* ping-pong (batch_cap, max n_l) for backprop */
+} nn_model;
+
+int nn_model_init(nn_model *m, const nn_layout *lay, nn_act hidden, nn_act output, nn_loss loss,
+                  size_t batch_cap, nn_error *e);
+void nn_model_free(nn_model *m);
+
+/* Forward pass over the batch of B rows already in m->a[0] (B, n_0). Returns the summed
+ * per-sample loss when labels (int class ids, (B)) or targets ((B, n_L)) are given, else 0. */
+double nn_model_forward(nn_model *m, const float *params, size_t B, const int32_t *labels,
+                        const float *targets);
+
+/* Backward pass after nn_model_forward on the same batch: adds the batch's summed gradient
+ * (not divided by B) into grad, which has the layout of params. */
+void nn_model_backward(nn_model *m, const float *params, float *grad, size_t B,
+                       const int32_t *labels, const float *targets);
+
+/* Number of rows of a[L] (B, n_L) whose argmax equals the label. */
+size_t nn_count_correct(const float *a, const int32_t *labels, size_t B, int n);
+
+/* ---- kernels (exposed for the tests, which compare them with naive loops) ---- */
+
+/* z (B, n_out) = a_prev (B, n_in) W^T + b; W (n_out, n_in), b (n_out). */
+void nn_dense_forward(float *z, const float *a_prev, const float *W, const float *b, size_t B,
+                      int n_in, int n_out);
+/* dW (n_out, n_in) += delta^T a_prev; db (n_out) += column sums of delta (B, n_out);
+ * delta_prev (B, n_in) = delta W, unless delta_prev is NULL. */
+void nn_dense_backward(float *dW, float *db, float *delta_prev, const float *delta,
+                       const float *a_prev, const float *W, size_t B, int n_in, int n_out);
+/* In place: a = sigma(z) over (B, n); softmax is per row. */
+void nn_activate(float *a, nn_act act, size_t B, int n);
+/* In place: delta *= sigma'(z), computed from a = sigma(z) (relu, sigmoid, tanh, linear). */
+void nn_activate_backward(float *delta, const float *a, nn_act act, size_t count);
+/* Output layer: on entry a holds z^L (B, n); on exit a = sigma(z^L). Returns the summed loss
+ * (labels or targets given) computed stably from z. */
+double nn_output_forward(float *a, nn_act act, nn_loss loss, const int32_t *labels,
+                         const float *targets, size_t B, int n);
+/* delta^L (B, n) = dC/dz^L per sample, from a^L and the labels or targets. */
+void nn_output_delta(float *delta, const float *a, nn_act act, nn_loss loss,
+                     const int32_t *labels, const float *targets, size_t B, int n);
+
+#endif

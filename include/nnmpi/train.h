@@ -1,0 +1,15 @@
+/* The training loop: strings config -> data -> model -> comm -> optim -> checkpoint together.
+ * Collective over comm. */
+#ifndef NNMPI_TRAIN_H
+#define NNMPI_TRAIN_H
+
+#include <mpi.h>
+
+#include "nnmpi/config.h"
+#include "nnmpi/error.h"
+
+/* Train as configured. config_text is the INI text (stored in checkpoints). Returns 0 or an
+ * nn_err, the same on every rank, with the message in e. Rank 0 prints progress to stdout. */
+int nn_train(const nn_config *cfg, const char *config_text, MPI_Comm comm, nn_error *e);
+
+#endif

@@ -1,0 +1,232 @@
+/* MLP forward and backward passes: the seed's four backprop equations, batched as GEMMs.
+ *   forward:  z^l = a^{l-1} (W^l)^T + b^l,  a^l = sigma(z^l)
+ *   backward: delta^L = dC/da ⊙ sigma'(z^L);  delta^l = (delta^{l+1} W^{l+1}) ⊙ sigma'(z^l)
+ *             dC/db^l = sum over the batch of delta^l;  dC/dW^l = (delta^l)^T a^{l-1} */
+#include "nnmpi/model.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+int nn_layout_init(nn_layout *lay, const int *sizes, int n_sizes, nn_error *e) {
+  memset(lay, 0, sizeof *lay);
+  if (n_sizes < 2 || n_sizes > NN_MAX_LAYERS + 1)
+    return nn_fail(e, NN_ECONFIG, "a model needs 2 to %d layer sizes, got %d", NN_MAX_LAYERS + 1, n_sizes);
+  lay->L = n_sizes - 1;
+  size_t off = 0;
+  for (int l = 0; l < n_sizes; l++) {
+    if (sizes[l] < 1) return nn_fail(e, NN_ECONFIG, "layer %d has size %d", l, sizes[l]);
+    lay->n[l] = sizes[l];
+  }
+  for (int l = 1; l <= lay->L; l++) {
+    size_t w = (size_t)lay->n[l] * (size_t)lay->n[l - 1];
+    if (w / (size_t)lay->n[l] != (size_t)lay->n[l - 1] || off > SIZE_MAX / 8 - w - (size_t)lay->n[l])
+      return nn_fail(e, NN_ENOMEM, "the model is too large to address");
+    lay->W_off[l] = off;
+    lay->b_off[l] = off + w;
+    off += w + (size_t)lay->n[l];
+  }
+  lay->n_params = off;
+  return 0;
+}
+
+int nn_model_init(nn_model *m, const nn_layout *lay, nn_act hidden, nn_act output, nn_loss loss,
+                  size_t batch_cap, nn_error *e) {
+  memset(m, 0, sizeof *m);
+  m->lay = *lay;
+  m->hidden = hidden;
+  m->output = output;
+  m->loss = loss;
+  m->batch_cap = batch_cap;
+  size_t width_sum = 0, width_max = 0;
+  for (int l = 0; l <= lay->L; l++) {
+    width_sum += (size_t)lay->n[l];
+    if ((size_t)lay->n[l] > width_max) width_max = (size_t)lay->n[l];
+  }
+  if (batch_cap == 0 || width_sum > SIZE_MAX / sizeof(float) / batch_cap / 3)
+    return nn_fail(e, NN_ENOMEM, "activation buffers for batch %zu overflow", batch_cap);
+  m->acts = malloc(batch_cap * width_sum * sizeof(float));
+  m->delta[0] = malloc(2 * batch_cap * width_max * sizeof(float));
+  if (!m->acts || !m->delta[0]) {
+    nn_model_free(m);
+    return nn_fail(e, NN_ENOMEM, "cannot allocate %zu MiB of activations",
+                   (batch_cap * (width_sum + 2 * width_max) * sizeof(float)) >> 20);
+  }
+  m->delta[1] = m->delta[0] + batch_cap * width_max;
+  float *p = m->acts;
+  for (int l = 0; l <= lay->L; l++) {
+    m->a[l] = p;
+    p += batch_cap * (size_t)lay->n[l];
+  }
+  return 0;
+}
+
+void nn_model_free(nn_model *m) {
+  if (!m) return;
+  free(m->acts);
+  free(m->delta[0]);
+  m->acts = m->delta[0] = m->delta[1] = NULL;
+}
+
+void nn_dense_forward(float *z, const float *a_prev, const float *W, const float *b, size_t B,
+                      int n_in, int n_out) {
+  for (size_t i = 0; i < B; i++) memcpy(z + i * (size_t)n_out, b, (size_t)n_out * sizeof(float));
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)B, n_out, n_in, 1.0f, a_prev, n_in, W,
+              n_in, 1.0f, z, n_out);
+}
+
+void nn_dense_backward(float *dW, float *db, float *delta_prev, const float *delta,
+                       const float *a_prev, const float *W, size_t B, int n_in, int n_out) {
+  cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n_out, n_in, (int)B, 1.0f, delta, n_out,
+              a_prev, n_in, 1.0f, dW, n_in);
+  for (size_t i = 0; i < B; i++) {
+    const float *d = delta + i * (size_t)n_out;
+    for (int j = 0; j < n_out; j++) db[j] += d[j];
+  }
+  if (delta_prev)
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)B, n_in, n_out, 1.0f, delta, n_out,
+                W, n_in, 0.0f, delta_prev, n_in);
+}
+
+static void softmax_row(float *a, int n) {
+  float mx = a[0];
+  for (int j = 1; j < n; j++) mx = a[j] > mx ? a[j] : mx;
+  float s = 0.0f;
+  for (int j = 0; j < n; j++) s += a[j] = expf(a[j] - mx);
+  float inv = 1.0f / s;
+  for (int j = 0; j < n; j++) a[j] *= inv;
+}
+
+void nn_activate(float *a, nn_act act, size_t B, int n) {
+  size_t count = B * (size_t)n;
+  switch (act) {
+  case NN_ACT_RELU:
+    for (size_t i = 0; i < count; i++) a[i] = a[i] > 0.0f ? a[i] : 0.0f;
+    break;
+  case NN_ACT_SIGMOID:
+    for (size_t i = 0; i < count; i++) a[i] = 1.0f / (1.0f + expf(-a[i]));
+    break;
+  case NN_ACT_TANH:
+    for (size_t i = 0; i < count; i++) a[i] = tanhf(a[i]);
+    break;
+  case NN_ACT_SOFTMAX:
+    for (size_t i = 0; i < B; i++) softmax_row(a + i * (size_t)n, n);
+    break;
+  case NN_ACT_LINEAR:
+    break;
+  }
+}
+
+void nn_activate_backward(float *delta, const float *a, nn_act act, size_t count) {
+  switch (act) {
+  case NN_ACT_RELU:
+    for (size_t i = 0; i < count; i++) delta[i] = a[i] > 0.0f ? delta[i] : 0.0f;
+    break;
+  case NN_ACT_SIGMOID:
+    for (size_t i = 0; i < count; i++) delta[i] *= a[i] * (1.0f - a[i]);
+    break;
+  case NN_ACT_TANH:
+    for (size_t i = 0; i < count; i++) delta[i] *= 1.0f - a[i] * a[i];
+    break;
+  default: /* linear; softmax is handled with the loss in nn_output_delta */
+    break;
+  }
+}
+
+/* Target of output j for sample i: one-hot of an integer label, or a float target. */
+static inline float target(const int32_t *labels, const float *targets, size_t i, int j, int n) {
+  return labels ? (float)(labels[i] == j) : targets[i * (size_t)n + j];
+}
+
+double nn_output_forward(float *a, nn_act act, nn_loss loss, const int32_t *labels,
+                         const float *targets, size_t B, int n) {
+  int have_y = labels || targets;
+  double total = 0.0;
+  for (size_t i = 0; i < B; i++) {
+    float *z = a + i * (size_t)n;
+    double l = 0.0;
+    if (have_y && loss == NN_LOSS_CROSS_ENTROPY && act == NN_ACT_SOFTMAX) {
+      /* -sum_j y_j log softmax(z)_j = sum_j y_j (log sum exp(z - max) - (z_j - max)) */
+      float mx = z[0];
+      for (int j = 1; j < n; j++) mx = z[j] > mx ? z[j] : mx;
+      double s = 0.0;
+      for (int j = 0; j < n; j++) s += exp((double)z[j] - mx);
+      double lse = log(s);
+      for (int j = 0; j < n; j++) {
+        float y = target(labels, targets, i, j, n);
+        if (y != 0.0f) l += y * (lse - ((double)z[j] - mx));
+      }
+    } else if (have_y && loss == NN_LOSS_CROSS_ENTROPY) { /* sigmoid: binary cross-entropy per output */
+      for (int j = 0; j < n; j++) {
+        double x = z[j], y = target(labels, targets, i, j, n);
+        l += (x > 0 ? x : 0) - x * y + log1p(exp(-fabs(x)));
+      }
+    }
+    nn_activate(z, act, 1, n);
+    if (have_y && loss == NN_LOSS_MSE)
+      for (int j = 0; j < n; j++) {
+        double d = (double)z[j] - target(labels, targets, i, j, n);
+        l += 0.5 * d * d;
+      }
+    total += l;
+  }
+  return total;
+}
+
+void nn_output_delta(float *delta, const float *a, nn_act act, nn_loss loss,
+                     const int32_t *labels, const float *targets, size_t B, int n) {
+  for (size_t i = 0; i < B; i++) {
+    const float *ai = a + i * (size_t)n;
+    float *d = delta + i * (size_t)n;
+    for (int j = 0; j < n; j++) d[j] = ai[j] - target(labels, targets, i, j, n); /* dC/da for MSE */
+    if (loss == NN_LOSS_CROSS_ENTROPY) continue; /* softmax/sigmoid + CE: delta = a - y exactly */
+    if (act == NN_ACT_SOFTMAX) {                 /* delta_j = a_j (g_j - sum_k g_k a_k) */
+      float dot = 0.0f;
+      for (int j = 0; j < n; j++) dot += d[j] * ai[j];
+      for (int j = 0; j < n; j++) d[j] = ai[j] * (d[j] - dot);
+    } else {
+      nn_activate_backward(d, ai, act, (size_t)n);
+    }
+  }
+}
+
+double nn_model_forward(nn_model *m, const float *params, size_t B, const int32_t *labels,
+                        const float *targets) {
+  const nn_layout *lay = &m->lay;
+  for (int l = 1; l <= lay->L; l++) {
+    nn_dense_forward(m->a[l], m->a[l - 1], params + lay->W_off[l], params + lay->b_off[l], B,
+                     lay->n[l - 1], lay->n[l]);
+    if (l < lay->L) nn_activate(m->a[l], m->hidden, B, lay->n[l]);
+  }
+  return nn_output_forward(m->a[lay->L], m->output, m->loss, labels, targets, B, lay->n[lay->L]);
+}
+
+void nn_model_backward(nn_model *m, const float *params, float *grad, size_t B,
+                       const int32_t *labels, const float *targets) {
+  const nn_layout *lay = &m->lay;
+  float *d = m->delta[0], *d_prev = m->delta[1];
+  nn_output_delta(d, m->a[lay->L], m->output, m->loss, labels, targets, B, lay->n[lay->L]);
+  for (int l = lay->L; l >= 1; l--) {
+    nn_dense_backward(grad + lay->W_off[l], grad + lay->b_off[l], l > 1 ? d_prev : NULL, d,
+                      m->a[l - 1], params + lay->W_off[l], B, lay->n[l - 1], lay->n[l]);
+    if (l > 1) {
+      nn_activate_backward(d_prev, m->a[l - 1], m->hidden, B * (size_t)lay->n[l - 1]);
+      float *t = d;
+      d = d_prev;
+      d_prev = t;
+    }
+  }
+}
+
+size_t nn_count_correct(const float *a, const int32_t *labels, size_t B, int n) {
+  size_t correct = 0;
+  for (size_t i = 0; i < B; i++) {
+    const float *r = a + i * (size_t)n;
+    int best = 0;
+    for (int j = 1; j < n; j++)
+      if (r[j] > r[best]) best = j;
+    correct += best == labels[i];
+  }
+  return correct;
+}

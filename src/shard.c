@@ -1,0 +1,62 @@
+/* Partition arithmetic for the N-independent batch sequence (see shard.h). */
+#include "nnmpi/shard.h"
+
+#include "nnmpi/rng.h"
+
+size_t nn_partition_begin(size_t n_rows, int P, int p) {
+  /* floor(n*p/P) without overflow: n = q*P + r */
+  size_t q = n_rows / (size_t)P, r = n_rows % (size_t)P;
+  return q * (size_t)p + r * (size_t)p / (size_t)P;
+}
+
+int nn_shard_init(nn_shard *s, size_t n_rows, size_t batch, int P, int rank, int world, nn_error *e) {
+  *s = (nn_shard){.n_rows = n_rows, .P = P};
+  if (P < 1 || batch % (size_t)P != 0)
+    return nn_fail(e, NN_ECONFIG, "[data] partitions = %d must divide [train] batch_size = %zu", P, batch);
+  if (world > P)
+    return nn_fail(e, NN_ECONFIG, "%d ranks but only %d partitions: every rank needs at least "
+                   "one ([data] partitions must be at least the number of ranks, ideally a "
+                   "multiple of it, and divide [train] batch_size)", world, P);
+  if (n_rows < (size_t)world)
+    return nn_fail(e, NN_ECONFIG, "%d ranks but only %zu training samples", world, n_rows);
+  s->rows_per_part_batch = batch / (size_t)P;
+  size_t smallest = n_rows / (size_t)P; /* partition sizes differ by at most one row */
+  s->steps = smallest / s->rows_per_part_batch;
+  if (s->steps == 0)
+    return nn_fail(e, NN_ECONFIG, "[train] batch_size = %zu is larger than the training set "
+                   "allows (%zu rows in %d partitions of at least %zu rows, %zu needed from each)",
+                   batch, n_rows, P, smallest, s->rows_per_part_batch);
+  s->p_first = (int)((long long)P * rank / world);
+  s->p_count = (int)((long long)P * (rank + 1) / world) - s->p_first;
+  s->row_begin = nn_partition_begin(n_rows, P, s->p_first);
+  s->row_end = nn_partition_begin(n_rows, P, s->p_first + s->p_count);
+  s->local_batch = (size_t)s->p_count * s->rows_per_part_batch;
+  return 0;
+}
+
+void nn_shard_order(size_t *order, const nn_shard *s, uint64_t seed, long epoch, int shuffle) {
+  for (int j = 0; j < s->p_count; j++) {
+    int p = s->p_first + j;
+    size_t b = nn_partition_begin(s->n_rows, s->P, p), end = nn_partition_begin(s->n_rows, s->P, p + 1);
+    size_t *o = order + (b - s->row_begin);
+    for (size_t i = 0; i < end - b; i++) o[i] = b - s->row_begin + i;
+    if (shuffle) {
+      nn_rng r;
+      nn_rng_init(&r, nn_rng_key(seed, (uint64_t)epoch, (uint64_t)p));
+      nn_rng_shuffle(&r, o, end - b);
+    }
+  }
+}
+
+void nn_shard_batch_rows(size_t *rows, const nn_shard *s, const size_t *order, size_t k) {
+  size_t bp = s->rows_per_part_batch, n = 0;
+  for (int j = 0; j < s->p_count; j++) {
+    size_t off = nn_partition_begin(s->n_rows, s->P, s->p_first + j) - s->row_begin;
+    for (size_t i = 0; i < bp; i++) rows[n++] = order[off + k * bp + i];
+  }
+}
+
+void nn_split_rows(size_t n, int rank, int world, size_t *begin, size_t *end) {
+  *begin = nn_partition_begin(n, world, rank);
+  *end = nn_partition_begin(n, world, rank + 1);
+}

@@ -1,0 +1,387 @@
+/* The training loop. Per step: gather this rank's rows of the global batch, forward, backward
+ * (summed gradient), one MPI_Allreduce(SUM) over the flat gradient, the same SGD update on
+ * every rank. Per epoch: reduced metrics, evaluation on the test shard, a checkpoint, a check
+ * that all ranks hold the same weights. */
+#include "nnmpi/train.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "nnmpi/checkpoint.h"
+#include "nnmpi/comm.h"
+#include "nnmpi/data.h"
+#include "nnmpi/model.h"
+#include "nnmpi/optim.h"
+#include "nnmpi/rng.h"
+#include "nnmpi/shard.h"
+#include "nnmpi/version.h"
+
+#define EVAL_ROWS 512 /* rows per evaluation forward pass */
+
+static double now(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+/* Seconds spent per category in the current epoch. */
+typedef struct timers {
+  double compute, comm, io, eval, ckpt;
+} timers;
+
+typedef struct trainer {
+  const nn_config *cfg;
+  const char *config_text;
+  MPI_Comm comm;
+  int rank, world;
+  nn_shard shard;
+  nn_dataset train, test;
+  int have_test;
+  nn_model model;
+  float *params, *grad, *velocity; /* one flat buffer each, same layout */
+  size_t *order, *rows;            /* epoch visiting order, rows of the current step */
+  int32_t *batch_labels;           /* (local_batch) */
+  float *batch_targets;            /* (local_batch, n_out) */
+  FILE *metrics;
+  timers t;
+} trainer;
+
+/* ---- set-up ---------------------------------------------------------------------------- */
+
+static void init_params(float *params, const nn_layout *lay, nn_init init, uint64_t seed) {
+  nn_rng r;
+  nn_rng_init(&r, nn_rng_key(seed, 0x1417, 0));
+  memset(params, 0, lay->n_params * sizeof(float));
+  for (int l = 1; l <= lay->L; l++) {
+    double n_in = lay->n[l - 1], n_out = lay->n[l];
+    double sd = init == NN_INIT_HE ? sqrt(2.0 / n_in) : sqrt(2.0 / (n_in + n_out));
+    float *W = params + lay->W_off[l];
+    for (size_t i = 0; i < (size_t)lay->n[l] * (size_t)lay->n[l - 1]; i++) W[i] = (float)(sd * nn_rng_normal(&r));
+  }
+}
+
+/* The data must fit the model: layers[0] = features, outputs = classes or targets. */
+static int check_data_fits(const nn_config *cfg, const nn_data_info *in, const char *path, nn_error *e) {
+  char at[256];
+  int n_out = cfg->sizes[cfg->n_sizes - 1];
+  nn_config_where(cfg, "model", "layers", at, sizeof at);
+  if ((size_t)cfg->sizes[0] != in->n_features)
+    return nn_fail(e, NN_ECONFIG, "%s: input size %d does not match %s, which has %zu features", at,
+                   cfg->sizes[0], path, in->n_features);
+  if (in->classification && in->classes > 0 && in->classes != n_out)
+    return nn_fail(e, NN_ECONFIG, "%s: output size %d does not match the %ld classes of %s", at,
+                   n_out, in->classes, path);
+  if (!in->classification && in->n_targets != (size_t)n_out)
+    return nn_fail(e, NN_ECONFIG, "%s: output size %d does not match the %zu regression targets "
+                   "of %s", at, n_out, in->n_targets, path);
+  if (!in->classification && cfg->output == NN_ACT_SOFTMAX) {
+    nn_config_where(cfg, "model", "output", at, sizeof at);
+    return nn_fail(e, NN_ECONFIG, "%s: %s holds float targets (regression); use output = linear "
+                   "or sigmoid with loss = mse", at, path);
+  }
+  return 0;
+}
+
+static void print_header(const trainer *T) {
+  const nn_config *cfg = T->cfg;
+  const nn_layout *lay = &T->model.lay;
+  char *core = openblas_get_corename();
+  printf("nnmpi %s: %d rank%s, OpenBLAS %s core, %d BLAS thread%s per rank\n", NN_VERSION_STRING,
+         T->world, T->world > 1 ? "s" : "", core, openblas_get_num_threads(),
+         openblas_get_num_threads() > 1 ? "s" : "");
+#if defined(__x86_64__) && defined(__GNUC__)
+  if (core && (strcmp(core, "Prescott") == 0 || strcmp(core, "Core2") == 0 || strcmp(core, "Nehalem") == 0)) {
+    const char *fix = __builtin_cpu_supports("avx512f") ? "SKYLAKEX" : __builtin_cpu_supports("avx2") ? "HASWELL" : NULL;
+    if (fix)
+      printf("warning: OpenBLAS uses the generic %s kernels on a CPU with %s; export "
+             "OPENBLAS_CORETYPE=%s for about 5x faster GEMMs\n", core, fix[0] == 'S' ? "AVX-512" : "AVX2", fix);
+  }
+#endif
+  printf("---- effective configuration (%s) ----\n", cfg->path);
+  nn_config_print(cfg, stdout);
+  printf("----\n");
+  const nn_data_info *in = &T->train.info;
+  printf("train: %s: %zu samples x %zu features, %s\n", cfg->train, in->n_rows, in->n_features,
+         in->classification ? "integer class labels" : "float targets");
+  if (T->have_test)
+    printf("test:  %s: %zu samples x %zu features\n", cfg->test, T->test.info.n_rows, T->test.info.n_features);
+  const nn_shard *s = &T->shard;
+  size_t dropped = in->n_rows - s->steps * (size_t)cfg->batch_size;
+  printf("batches: global %ld = %d partitions x %zu rows; rank 0 holds %d partition%s (%zu rows, "
+         "%zu per step); %zu steps per epoch, %zu rows left out per epoch%s\n",
+         cfg->batch_size, s->P, s->rows_per_part_batch, s->p_count, s->p_count > 1 ? "s" : "",
+         s->row_end - s->row_begin, s->local_batch, s->steps, dropped,
+         s->P % T->world ? " (partitions not a multiple of ranks: uneven load)" : "");
+  printf("model: ");
+  for (int l = 0; l <= lay->L; l++) printf("%s%d", l ? "-" : "", lay->n[l]);
+  printf(", %zu parameters (%.2f MiB), %s hidden, %s output, %s loss\n", lay->n_params,
+         (double)lay->n_params * sizeof(float) / 1048576.0, nn_act_name(cfg->activation),
+         nn_act_name(cfg->output), nn_loss_name(cfg->loss));
+  fflush(stdout);
+}
+
+/* Everything that can fail before the first step, each failure agreed by all ranks. */
+static int setup(trainer *T, nn_error *e) {
+  const nn_config *cfg = T->cfg;
+  nn_data_info info;
+  openblas_set_num_threads((int)cfg->blas_threads);
+
+  nn_data_info_read(cfg->train, cfg->features, cfg->labels, &info, e);
+  if (!e->code) check_data_fits(cfg, &info, cfg->train, e);
+  if (!e->code) nn_shard_init(&T->shard, info.n_rows, (size_t)cfg->batch_size, (int)cfg->partitions,
+                              T->rank, T->world, e);
+  if (nn_comm_agree(e, T->comm)) return e->code;
+  long n_classes = info.classification ? cfg->sizes[cfg->n_sizes - 1] : 0;
+  if (nn_data_load(&T->train, cfg->train, cfg->features, cfg->labels, T->shard.row_begin,
+                   T->shard.row_end, n_classes, T->comm, e))
+    return e->code;
+
+  T->have_test = cfg->test[0] != '\0';
+  if (T->have_test) {
+    nn_data_info_read(cfg->test, cfg->features, cfg->labels, &info, e);
+    if (!e->code) check_data_fits(cfg, &info, cfg->test, e);
+    if (!e->code && info.classification != T->train.info.classification)
+      nn_fail(e, NN_EDATA, "%s: labels are %s but the training labels are not", cfg->test,
+              info.classification ? "class ids" : "float targets");
+    if (nn_comm_agree(e, T->comm)) return e->code;
+    size_t b, end;
+    nn_split_rows(info.n_rows, T->rank, T->world, &b, &end);
+    if (nn_data_load(&T->test, cfg->test, cfg->features, cfg->labels, b, end, n_classes, T->comm, e))
+      return e->code;
+  }
+
+  nn_layout lay;
+  size_t n_out = (size_t)cfg->sizes[cfg->n_sizes - 1], B = T->shard.local_batch;
+  if (nn_layout_init(&lay, cfg->sizes, cfg->n_sizes, e) == 0 &&
+      nn_model_init(&T->model, &lay, cfg->activation, cfg->output, cfg->loss, B > EVAL_ROWS ? B : EVAL_ROWS, e) == 0) {
+    size_t bytes = lay.n_params * sizeof(float);
+    T->params = malloc(bytes);
+    T->grad = malloc(bytes);
+    T->velocity = cfg->momentum > 0 ? calloc(lay.n_params, sizeof(float)) : NULL;
+    T->order = malloc((T->shard.row_end - T->shard.row_begin) * sizeof(size_t));
+    T->rows = malloc(B * sizeof(size_t));
+    T->batch_labels = malloc(B * sizeof(int32_t));
+    T->batch_targets = malloc(B * n_out * sizeof(float));
+    if (!T->params || !T->grad || (cfg->momentum > 0 && !T->velocity) || !T->order || !T->rows ||
+        !T->batch_labels || !T->batch_targets)
+      nn_fail(e, NN_ENOMEM, "cannot allocate the model's buffers (%zu parameters)", lay.n_params);
+  }
+  if (nn_comm_agree(e, T->comm)) return e->code;
+
+  if (T->rank == 0) {
+    if (cfg->init_from[0]) {
+      nn_ckpt_meta meta;
+      nn_ckpt_read(cfg->init_from, &T->model.lay, T->params, NULL, &meta, e);
+    } else {
+      init_params(T->params, &T->model.lay, cfg->init, cfg->seed);
+    }
+    if (!e->code) nn_ckpt_prepare_dir(cfg->ckpt_dir, e);
+    if (!e->code && cfg->metrics[0] && !(T->metrics = fopen(cfg->metrics, "w")))
+      nn_fail(e, NN_EIO, "%s: cannot open the metrics log for writing", cfg->metrics);
+  }
+  if (nn_comm_agree(e, T->comm)) return e->code;
+  if (nn_comm_bcast_floats(T->params, T->model.lay.n_params, 0, T->comm, e)) return e->code;
+  if (T->rank == 0) print_header(T);
+  return 0;
+}
+
+static void teardown(trainer *T) {
+  nn_data_free(&T->train);
+  nn_data_free(&T->test);
+  nn_model_free(&T->model);
+  free(T->params);
+  free(T->grad);
+  free(T->velocity);
+  free(T->order);
+  free(T->rows);
+  free(T->batch_labels);
+  free(T->batch_targets);
+  if (T->metrics) fclose(T->metrics);
+}
+
+/* ---- the step ---------------------------------------------------------------------------- */
+
+/* Copy this rank's rows of global batch k into the model's input and the label buffers. */
+static void gather_batch(trainer *T, size_t k) {
+  const nn_dataset *d = &T->train;
+  size_t F = d->info.n_features, n_out = (size_t)T->model.lay.n[T->model.lay.L];
+  nn_shard_batch_rows(T->rows, &T->shard, T->order, k);
+  for (size_t i = 0; i < T->shard.local_batch; i++) {
+    size_t r = T->rows[i];
+    memcpy(T->model.a[0] + i * F, d->X + r * F, F * sizeof(float));
+    if (d->labels) T->batch_labels[i] = d->labels[r];
+    else memcpy(T->batch_targets + i * n_out, d->targets + r * n_out, n_out * sizeof(float));
+  }
+}
+
+/* One global step; adds this rank's summed loss and correct count to sums[0..1]. */
+static int train_step(trainer *T, size_t k, long step, double *sums, nn_error *e) {
+  const nn_config *cfg = T->cfg;
+  nn_model *m = &T->model;
+  size_t B = T->shard.local_batch, n = m->lay.n_params;
+  int32_t *labels = T->train.labels ? T->batch_labels : NULL;
+  float *targets = T->train.labels ? NULL : T->batch_targets;
+
+  double t0 = now();
+  gather_batch(T, k);
+  double t1 = now();
+  memset(T->grad, 0, n * sizeof(float));
+  sums[0] += nn_model_forward(m, T->params, B, labels, targets);
+  if (labels) sums[1] += (double)nn_count_correct(m->a[m->lay.L], labels, B, m->lay.n[m->lay.L]);
+  nn_model_backward(m, T->params, T->grad, B, labels, targets);
+  double t2 = now();
+  if (nn_comm_allreduce_sum(T->grad, n, T->comm, e)) return e->code;
+  double t3 = now();
+  /* Every rank holds the same reduced gradient, so every rank takes the same decision here. */
+  if (!nn_all_finite(T->grad, n))
+    return nn_fail(e, NN_ENUMERIC, "step %ld: the gradient holds NaN or Inf (learning rate too "
+                   "high, or bad input values?); stopped, earlier checkpoints are kept", step);
+  nn_sgd_step(T->params, T->velocity, T->grad, n, (float)cfg->learning_rate, (float)cfg->momentum,
+              1.0f / (float)cfg->batch_size);
+  double t4 = now();
+  T->t.io += t1 - t0;
+  T->t.compute += (t2 - t1) + (t4 - t3);
+  T->t.comm += t3 - t2;
+  return 0;
+}
+
+/* Loss sum, correct count and sample count over the whole test set, reduced over ranks. */
+static int evaluate(trainer *T, double out[3], nn_error *e) {
+  nn_model *m = &T->model;
+  const nn_dataset *d = &T->test;
+  size_t F = d->info.n_features, n_out = (size_t)m->lay.n[m->lay.L];
+  float *input = m->a[0];
+  out[0] = out[1] = 0.0;
+  out[2] = (double)d->n_local;
+  for (size_t r = 0; r < d->n_local; r += m->batch_cap) {
+    size_t B = d->n_local - r < m->batch_cap ? d->n_local - r : m->batch_cap;
+    m->a[0] = d->X + r * F; /* evaluation reads the shard in place */
+    const int32_t *labels = d->labels ? d->labels + r : NULL;
+    out[0] += nn_model_forward(m, T->params, B, labels, d->targets ? d->targets + r * n_out : NULL);
+    if (labels) out[1] += (double)nn_count_correct(m->a[m->lay.L], labels, B, (int)n_out);
+  }
+  m->a[0] = input;
+  return nn_comm_sum_doubles(out, 3, T->comm, e);
+}
+
+static void checkpoint_path(char *buf, size_t n, const char *dir, long epoch) {
+  snprintf(buf, n, "%s/ckpt-e%04ld.h5", dir, epoch);
+}
+
+/* Rank 0 writes; the outcome is agreed so that a full disk stops every rank together. */
+static int write_checkpoint(trainer *T, long epoch, long step, nn_error *e) {
+  if (T->rank == 0) {
+    char path[NN_PATH_MAX + 32];
+    checkpoint_path(path, sizeof path, T->cfg->ckpt_dir, epoch);
+    nn_ckpt_meta meta = {.epoch = epoch, .step = step, .world_size = T->world};
+    nn_ckpt_write(path, T->cfg, T->config_text, &T->model.lay, T->params, T->velocity, &meta, e);
+  }
+  return nn_comm_agree(e, T->comm);
+}
+
+static void json_number(FILE *f, const char *key, double v) {
+  if (isfinite(v)) fprintf(f, ",\"%s\":%.9g", key, v);
+  else fprintf(f, ",\"%s\":null", key);
+}
+
+typedef struct epoch_report {
+  long epoch, step;
+  double train_loss, train_acc, test_loss, test_acc, samples_per_s, time_s;
+  timers t;
+} epoch_report;
+
+static void report_epoch(const trainer *T, const epoch_report *r) {
+  printf("epoch %3ld/%ld  step %6ld  train_loss %.4f", r->epoch, T->cfg->epochs, r->step, r->train_loss);
+  if (isfinite(r->train_acc)) printf("  train_acc %6.2f%%", 100.0 * r->train_acc);
+  if (T->have_test) printf("  test_loss %.4f", r->test_loss);
+  if (isfinite(r->test_acc)) printf("  test_acc %6.2f%%", 100.0 * r->test_acc);
+  printf("  | %.0f samples/s  %.2fs: compute %.2f comm %.2f io %.2f eval %.2f ckpt %.2f\n",
+         r->samples_per_s, r->time_s, r->t.compute, r->t.comm, r->t.io, r->t.eval, r->t.ckpt);
+  fflush(stdout);
+  if (!T->metrics) return;
+  FILE *f = T->metrics;
+  fprintf(f, "{\"epoch\":%ld,\"step\":%ld", r->epoch, r->step);
+  json_number(f, "train_loss", r->train_loss);
+  json_number(f, "train_accuracy", r->train_acc);
+  json_number(f, "test_loss", r->test_loss);
+  json_number(f, "test_accuracy", r->test_acc);
+  json_number(f, "samples_per_s", r->samples_per_s);
+  json_number(f, "time_s", r->time_s);
+  json_number(f, "time_compute_s", r->t.compute);
+  json_number(f, "time_comm_s", r->t.comm);
+  json_number(f, "time_io_s", r->t.io);
+  json_number(f, "time_eval_s", r->t.eval);
+  json_number(f, "time_checkpoint_s", r->t.ckpt);
+  fprintf(f, ",\"ranks\":%d}\n", T->world);
+  fflush(f);
+}
+
+static int run_epochs(trainer *T, nn_error *e) {
+  const nn_config *cfg = T->cfg;
+  long step = 0;
+  for (long epoch = 1; epoch <= cfg->epochs; epoch++) {
+    double t_start = now();
+    memset(&T->t, 0, sizeof T->t);
+    nn_shard_order(T->order, &T->shard, cfg->seed, epoch, cfg->shuffle);
+    double sums[2] = {0, 0}, interval[2] = {0, 0}; /* loss, correct */
+    for (size_t k = 0; k < T->shard.steps; k++) {
+      double before = sums[0];
+      if (train_step(T, k, ++step, sums, e)) return e->code;
+      interval[0] += sums[0] - before;
+      interval[1] += (double)T->shard.local_batch;
+      if (cfg->log_every_steps > 0 && step % cfg->log_every_steps == 0) {
+        if (nn_comm_sum_doubles(interval, 2, T->comm, e)) return e->code;
+        if (T->rank == 0)
+          printf("  step %ld (%zu/%zu of epoch %ld)  loss %.4f\n", step, k + 1, T->shard.steps,
+                 epoch, interval[0] / interval[1]);
+        interval[0] = interval[1] = 0;
+      }
+    }
+    double train_time = now() - t_start;
+    if (nn_comm_sum_doubles(sums, 2, T->comm, e)) return e->code;
+    double seen = (double)T->shard.steps * (double)cfg->batch_size;
+    epoch_report r = {.epoch = epoch, .step = step, .train_loss = sums[0] / seen,
+                      .train_acc = T->train.labels ? sums[1] / seen : NAN,
+                      .test_loss = NAN, .test_acc = NAN, .samples_per_s = seen / train_time};
+    if (T->have_test) {
+      double t0 = now(), ev[3];
+      if (evaluate(T, ev, e)) return e->code;
+      r.test_loss = ev[0] / ev[2];
+      if (T->test.labels) r.test_acc = ev[1] / ev[2];
+      T->t.eval += now() - t0;
+    }
+    if (cfg->perturb_rank == T->rank && epoch == 1) T->params[0] += 1e-3f; /* test hook */
+    if (cfg->check_sync_every > 0 && epoch % cfg->check_sync_every == 0) {
+      double t0 = now();
+      if (nn_comm_check_replicas(T->params, T->model.lay.n_params, T->comm, e)) return e->code;
+      T->t.comm += now() - t0;
+    }
+    if ((cfg->ckpt_every > 0 && epoch % cfg->ckpt_every == 0) || epoch == cfg->epochs) {
+      double t0 = now();
+      if (write_checkpoint(T, epoch, step, e)) return e->code;
+      T->t.ckpt += now() - t0;
+    }
+    r.time_s = now() - t_start;
+    r.t = T->t;
+    if (T->rank == 0) report_epoch(T, &r);
+  }
+  if (T->rank == 0) {
+    char path[NN_PATH_MAX + 32];
+    checkpoint_path(path, sizeof path, cfg->ckpt_dir, cfg->epochs);
+    printf("done: %ld epochs, %ld steps; final checkpoint %s\n", cfg->epochs, step, path);
+  }
+  return 0;
+}
+
+int nn_train(const nn_config *cfg, const char *config_text, MPI_Comm comm, nn_error *e) {
+  trainer T = {.cfg = cfg, .config_text = config_text, .comm = comm};
+  MPI_Comm_rank(comm, &T.rank);
+  MPI_Comm_size(comm, &T.world);
+  if (setup(&T, e) == 0) run_epochs(&T, e);
+  teardown(&T);
+  return e->code;
+}
