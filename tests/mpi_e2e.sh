@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# End to end on a small generated data set at -np 2: the loss falls, accuracy passes a bar,
+# the per-epoch line and the metrics log are written, checkpoints exist in HDF5 with the
+# documented layout, and init_from continues from a checkpoint.
+. "$(dirname "$0")/lib.sh"
+
+synth all.h5 5000 20 4 11
+"$NNMPI_DATA_BIN" split all.h5 train.h5 test.h5 --test-fraction 0.2 --seed 3 > /dev/null 2>&1 || fail "split"
+
+cat > run.ini <<'INI'
+[model]
+layers = 20, 64, 4
+seed = 2
+[data]
+train = train.h5
+test = test.h5
+[train]
+epochs = 8
+batch_size = 64
+learning_rate = 0.1
+momentum = 0.9
+[checkpoint]
+dir = ck
+every = 2
+[log]
+metrics = run.jsonl
+INI
+
+run_np 2 "$NNMPI_BIN" run.ini > run.log 2>&1 || { cat run.log; fail "training exited non-zero"; finish; }
+first=$(json_field run.jsonl 1 train_loss)
+last=$(json_field run.jsonl last train_loss)
+acc=$(json_field run.jsonl last test_accuracy)
+echo "train_loss $first -> $last, test_accuracy $acc"
+less_than "$last" "$(awk -v f="$first" 'BEGIN { print f * 0.7 }')" && pass "loss falls" || fail "loss did not fall: $first -> $last"
+less_than 0.72 "$acc" && pass "test accuracy $acc > 0.72 (chance: 0.25)" || fail "test accuracy $acc <= 0.72"
+[ "$(wc -l < run.jsonl)" -eq 8 ] && pass "8 metrics lines" || fail "expected 8 metrics lines"
+for key in epoch step train_loss test_loss test_accuracy samples_per_s time_s time_compute_s time_comm_s time_io_s; do
+  grep -q "\"$key\":" run.jsonl || fail "metrics lack key $key"
+done
+[ "$(grep -c '^epoch ' run.log)" -eq 8 ] && pass "one line per epoch" || fail "expected 8 epoch lines"
+grep -q "OpenBLAS" run.log && grep -q "2 ranks" run.log && grep -q "train: train.h5: 4000 samples x 20 features" run.log \
+  && pass "start-up report" || fail "start-up report incomplete"
+ls ck/ckpt-e0002.h5 ck/ckpt-e0004.h5 ck/ckpt-e0006.h5 ck/ckpt-e0008.h5 > /dev/null && pass "checkpoints every 2 epochs" \
+  || fail "missing checkpoints"
+[ -e ck/ckpt-e0001.h5 ] && fail "unexpected checkpoint for epoch 1"
+ls ck | grep -q tmp && fail "temporary checkpoint files left behind"
+if command -v h5dump > /dev/null; then
+  h5dump -A ck/ckpt-e0008.h5 > attrs.txt
+  grep -q '"nnmpi-checkpoint"' attrs.txt && grep -q 'DATASET "W1"' attrs.txt && grep -q 'DATASET "b2"' attrs.txt \
+    && pass "checkpoint layout" || fail "checkpoint layout"
+  h5dump -a /layers ck/ckpt-e0008.h5 | grep -q "20, 64, 4" && pass "layers attribute" || fail "layers attribute"
+  h5dump -H -d /model/W1 ck/ckpt-e0008.h5 | grep -q "( 64, 20 )" && pass "W1 is 64 x 20" || fail "W1 shape"
+fi
+
+# init_from: one more epoch from the final weights starts where training ended.
+run_np 2 "$NNMPI_BIN" run.ini --set model.init_from=ck/ckpt-e0008.h5 --set train.epochs=1 \
+  --set checkpoint.dir=ck2 --set log.metrics=cont.jsonl > cont.log 2>&1 || { cat cont.log; fail "init_from run failed"; }
+cont=$(json_field cont.jsonl 1 train_loss)
+echo "continued epoch train_loss $cont (fresh first epoch $first, last $last)"
+less_than "$cont" "$(awk -v l="$last" 'BEGIN { print l * 1.3 }')" && less_than "$cont" "$first" \
+  && pass "init_from continues" || fail "init_from did not continue: $cont"
+
+# init_from a checkpoint of another shape is refused with both shapes named.
+run_np 2 "$NNMPI_BIN" run.ini --set model.layers=20,32,4 --set model.init_from=ck/ckpt-e0008.h5 > shape.log 2>&1
+rc=$?
+[ "$rc" -eq 4 ] && grep -q "layers = 20, 64, 4 in the checkpoint, but 20, 32, 4 in the config" shape.log \
+  && pass "shape mismatch refused" || { cat shape.log; fail "shape mismatch: status $rc"; }
+finish

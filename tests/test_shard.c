@@ -1,0 +1,107 @@
+/* The batch sequence must not depend on the number of ranks: for every step, the union over
+ * ranks of the rows used is the same set at N = 1..5, each row is used at most once an epoch,
+ * and the ranks' row ranges tile the file. */
+#include <stdlib.h>
+
+#include "nnmpi/shard.h"
+#include "test.h"
+
+enum { MAX_ROWS = 1000 };
+
+static int cmp_size(const void *a, const void *b) {
+  size_t x = *(const size_t *)a, y = *(const size_t *)b;
+  return x < y ? -1 : x > y;
+}
+
+/* Global rows of step k over all ranks of a world of size N, sorted, into out (returns count). */
+static size_t step_rows(size_t *out, size_t n_rows, size_t B, int P, int N, int shuffle, long epoch, size_t k) {
+  size_t count = 0, *order = malloc(n_rows * sizeof *order), *rows = malloc(B * sizeof *rows);
+  for (int r = 0; r < N; r++) {
+    nn_shard s;
+    nn_error e = {0};
+    CHECK_INT(nn_shard_init(&s, n_rows, B, P, r, N, &e), 0);
+    nn_shard_order(order, &s, 42, epoch, shuffle);
+    nn_shard_batch_rows(rows, &s, order, k);
+    for (size_t i = 0; i < s.local_batch; i++) out[count++] = s.row_begin + rows[i];
+  }
+  qsort(out, count, sizeof *out, cmp_size);
+  free(order);
+  free(rows);
+  return count;
+}
+
+static void test_independent_of_world(size_t n_rows, size_t B, int P, int shuffle) {
+  nn_shard s1;
+  nn_error e = {0};
+  CHECK_INT(nn_shard_init(&s1, n_rows, B, P, 0, 1, &e), 0);
+  size_t ref[MAX_ROWS], got[MAX_ROWS];
+  for (long epoch = 1; epoch <= 2; epoch++) {
+    char seen[MAX_ROWS] = {0};
+    for (size_t k = 0; k < s1.steps; k++) {
+      CHECK_INT(step_rows(ref, n_rows, B, P, 1, shuffle, epoch, k), B);
+      for (size_t i = 0; i < B; i++) {
+        CHECK(ref[i] < n_rows);
+        CHECK(!seen[ref[i]]); /* at most once an epoch */
+        seen[ref[i]] = 1;
+      }
+      for (int N = 2; N <= 5 && N <= P; N++) {
+        CHECK_INT(step_rows(got, n_rows, B, P, N, shuffle, epoch, k), B);
+        CHECK(memcmp(ref, got, B * sizeof *ref) == 0);
+      }
+    }
+  }
+  /* Shuffling changes the order from epoch to epoch; no shuffling keeps the identity. */
+  step_rows(ref, n_rows, B, P, 1, shuffle, 1, 0);
+  step_rows(got, n_rows, B, P, 1, shuffle, 2, 0);
+  CHECK_INT(memcmp(ref, got, B * sizeof *ref) != 0, shuffle);
+}
+
+static void test_ranges_tile(void) {
+  for (int N = 1; N <= 7; N++) {
+    size_t expect = 0;
+    for (int r = 0; r < N; r++) {
+      nn_shard s;
+      nn_error e = {0};
+      CHECK_INT(nn_shard_init(&s, 1003, 56, 28, r, N, &e), 0);
+      CHECK_INT(s.row_begin, expect);
+      expect = s.row_end;
+      CHECK_INT(s.local_batch, (size_t)s.p_count * 2);
+    }
+    CHECK_INT(expect, 1003);
+  }
+  for (int N = 1; N <= 9; N++) { /* evaluation split: any N, no gaps, no overlap */
+    size_t expect = 0, b, end;
+    for (int r = 0; r < N; r++) {
+      nn_split_rows(10, r, N, &b, &end);
+      CHECK_INT(b, expect);
+      expect = end;
+    }
+    CHECK_INT(expect, 10);
+  }
+  CHECK_INT(nn_partition_begin((size_t)1 << 40, 1 << 20, 3), (((size_t)1 << 40) >> 20) * 3);
+}
+
+static void test_errors(void) {
+  nn_shard s;
+  nn_error e = {0};
+  CHECK_INT(nn_shard_init(&s, 1000, 64, 5, 0, 1, &e), NN_ECONFIG);
+  CHECK_STR_CONTAINS(e.msg, "must divide");
+  e = (nn_error){0};
+  CHECK_INT(nn_shard_init(&s, 1000, 64, 4, 0, 8, &e), NN_ECONFIG);
+  CHECK_STR_CONTAINS(e.msg, "8 ranks but only 4 partitions");
+  e = (nn_error){0};
+  CHECK_INT(nn_shard_init(&s, 3, 4, 4, 0, 4, &e), NN_ECONFIG);
+  CHECK_STR_CONTAINS(e.msg, "4 ranks but only 3 training samples");
+  e = (nn_error){0};
+  CHECK_INT(nn_shard_init(&s, 100, 128, 64, 0, 1, &e), NN_ECONFIG);
+  CHECK_STR_CONTAINS(e.msg, "batch_size = 128 is larger than the training set allows");
+}
+
+int main(void) {
+  test_independent_of_world(1000, 48, 12, 0);
+  test_independent_of_world(1000, 48, 12, 1);
+  test_independent_of_world(997, 40, 8, 1); /* uneven partitions, N = 3, 5 uneven ownership */
+  test_ranges_tile();
+  test_errors();
+  TEST_MAIN_END();
+}
