@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared by the MPI test scripts. Environment (set by CTest, see tests/CMakeLists.txt):
 #   NNMPI_BIN, NNMPI_DATA_BIN, NNMPI_CKPT_DIFF: the programs under test
 #   NNMPI_MPIEXEC, NNMPI_NP_FLAG, NNMPI_PREFLAGS: how to launch MPI jobs
