@@ -1,6 +1,8 @@
 /* Collectives: error agreement, gradient sums, replica checks, config sharing. */
 #include "nnmpi/comm.h"
 
+#include "nnmpi/rng.h"
+
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
@@ -34,13 +36,6 @@ int nn_comm_sum_doubles(double *buf, int n, MPI_Comm comm, nn_error *e) {
   if (MPI_Allreduce(MPI_IN_PLACE, buf, n, MPI_DOUBLE, MPI_SUM, comm) != MPI_SUCCESS)
     return nn_fail(e, NN_EMPI, "MPI_Allreduce of metrics failed");
   return 0;
-}
-
-uint64_t nn_hash_bytes(const void *p, size_t n) {
-  const unsigned char *b = p;
-  uint64_t h = 0xcbf29ce484222325ULL;
-  for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 0x100000001b3ULL;
-  return h;
 }
 
 int nn_comm_check_replicas(const float *params, size_t n, MPI_Comm comm, nn_error *e) {

@@ -60,12 +60,21 @@ static const key keys[] = {
     {"train", "blas_threads", K_INT, F(blas_threads), 0, "1", 1, 1024, 0, "an integer in [1, 1024]", NULL, NULL},
     {"checkpoint", "dir", K_STR, F(ckpt_dir), S(ckpt_dir), "checkpoints", 0, 0, 0, "a directory path", NULL, NULL},
     {"checkpoint", "every", K_INT, F(ckpt_every), 0, "1", 0, 1e9, 0, "a non-negative integer", NULL, NULL},
+    {"checkpoint", "every_steps", K_INT, F(ckpt_every_steps), 0, "0", 0, 1e15, 0, "a non-negative integer", NULL, NULL},
+    {"checkpoint", "every_seconds", K_FLOAT, F(ckpt_every_seconds), 0, "0", 0, 1e9, 0,
+     "a non-negative number of seconds", NULL, NULL},
+    {"checkpoint", "keep", K_INT, F(ckpt_keep), 0, "3", 0, 1e9, 0, "a non-negative integer (0 = keep all)", NULL, NULL},
+    {"checkpoint", "resume", K_STR, F(resume), S(resume), "never", 0, 0, 0,
+     "never, auto or a checkpoint path", NULL, NULL},
     {"log", "metrics", K_STR, F(metrics), S(metrics), "", 0, 0, 0, "a file path", NULL, NULL},
     {"log", "every_steps", K_INT, F(log_every_steps), 0, "0", 0, 1e12, 0, "a non-negative integer", NULL, NULL},
     {"debug", "check_sync_every", K_INT, F(check_sync_every), 0, "1", 0, 1e9, 0,
      "a non-negative integer", NULL, NULL},
     {"debug", "perturb_rank", K_INT, F(perturb_rank), 0, "-1", -1, 1 << 30, 0, "-1 or a rank number",
      NULL, NULL},
+    {"debug", "signal_at_step", K_INT, F(signal_at_step), 0, "0", 0, 1e15, 0, "a non-negative integer",
+     NULL, NULL},
+    {"debug", "signal_rank", K_INT, F(signal_rank), 0, "0", 0, 1 << 30, 0, "a rank number", NULL, NULL},
 };
 enum { N_KEYS = sizeof keys / sizeof keys[0] };
 static const char *const sections[] = {"model", "data", "train", "checkpoint", "log", "debug"};
@@ -376,24 +385,53 @@ const char *nn_act_name(nn_act a) {
 
 const char *nn_loss_name(nn_loss l) { return l == NN_LOSS_MSE ? "mse" : "cross_entropy"; }
 
+/* The value of key k as the config file would spell it. */
+static void format_value(const nn_config *cfg, int k, char *buf, size_t n) {
+  const key *K = &keys[k];
+  const char *field = (const char *)cfg + K->off;
+  switch (K->type) {
+  case K_INT: snprintf(buf, n, "%ld", *(const long *)field); break;
+  case K_SEED: snprintf(buf, n, "%llu", (unsigned long long)*(const uint64_t *)field); break;
+  case K_FLOAT: snprintf(buf, n, "%.10g", *(const double *)field); break;
+  case K_BOOL: snprintf(buf, n, "%s", *(const int *)field ? "true" : "false"); break;
+  case K_STR: snprintf(buf, n, "%s", field); break;
+  case K_ENUM: snprintf(buf, n, "%s", enum_name(K, *(const int *)field)); break;
+  case K_SIZES: {
+    size_t used = 0;
+    buf[0] = '\0';
+    for (int i = 0; i < cfg->n_sizes && used < n; i++)
+      used += (size_t)snprintf(buf + used, n - used, "%s%d", i ? ", " : "", cfg->sizes[i]);
+    break;
+  }
+  }
+}
+
 void nn_config_print(const nn_config *cfg, FILE *f) {
   const char *section = "";
+  char value[NN_PATH_MAX];
   for (int k = 0; k < N_KEYS; k++) {
-    const key *K = &keys[k];
-    const char *field = (const char *)cfg + K->off;
-    if (strcmp(section, K->section) != 0) fprintf(f, "%s[%s]\n", k ? "\n" : "", section = K->section);
-    fprintf(f, "%-16s = ", K->name);
-    switch (K->type) {
-    case K_INT: fprintf(f, "%ld", *(const long *)field); break;
-    case K_SEED: fprintf(f, "%llu", (unsigned long long)*(const uint64_t *)field); break;
-    case K_FLOAT: fprintf(f, "%g", *(const double *)field); break;
-    case K_BOOL: fputs(*(const int *)field ? "true" : "false", f); break;
-    case K_STR: fputs(field, f); break;
-    case K_ENUM: fputs(enum_name(K, *(const int *)field), f); break;
-    case K_SIZES:
-      for (int i = 0; i < cfg->n_sizes; i++) fprintf(f, "%s%d", i ? ", " : "", cfg->sizes[i]);
-      break;
-    }
-    fputc('\n', f);
+    if (strcmp(section, keys[k].section) != 0)
+      fprintf(f, "%s[%s]\n", k ? "\n" : "", section = keys[k].section);
+    format_value(cfg, k, value, sizeof value);
+    fprintf(f, "%-16s = %s\n", keys[k].name, value);
+  }
+}
+
+/* Keys that shape the model, and keys that fix the sequence of updates: a resumed run must
+ * agree with its checkpoint on all of them. */
+static const char *const shape_keys[] = {"model.layers", "model.activation", "model.output", "model.loss", NULL};
+static const char *const trajectory_keys[] = {"model.seed", "data.shuffle", "data.partitions",
+                                              "train.batch_size", NULL};
+
+void nn_config_keys_string(const nn_config *cfg, int which, char *buf, size_t n) {
+  const char *const *list = which == NN_KEYS_SHAPE ? shape_keys : trajectory_keys;
+  size_t used = 0;
+  buf[0] = '\0';
+  for (int i = 0; list[i] && used < n; i++) {
+    char section[32], value[NN_PATH_MAX];
+    const char *dot = strchr(list[i], '.');
+    snprintf(section, sizeof section, "%.*s", (int)(dot - list[i]), list[i]);
+    format_value(cfg, find_key(section, dot + 1), value, sizeof value);
+    used += (size_t)snprintf(buf + used, n - used, "%s = %s\n", list[i], value);
   }
 }

@@ -26,6 +26,7 @@ const char *nn_strerror(int code) {
   case NN_EIO: return "I/O error";
   case NN_EMPI: return "MPI error";
   case NN_EREPLICA: return "replicas diverged";
+  case NN_EPREEMPTED: return "stopped by a signal";
   default: return "internal error";
   }
 }
@@ -37,6 +38,7 @@ int nn_exit_status(int code) {
   case NN_EDATA: return NN_EXIT_DATA;
   case NN_ECKPT: return NN_EXIT_CKPT;
   case NN_ENUMERIC: return NN_EXIT_NUMERIC;
+  case NN_EPREEMPTED: return NN_EXIT_PREEMPTED;
   default: return NN_EXIT_RUNTIME;
   }
 }

@@ -14,15 +14,20 @@
 #include "nnmpi/version.h"
 
 static const char usage[] =
-    "usage: mpirun -np N nnmpi CONFIG.ini [--set section.key=value ...]\n"
+    "usage: mpirun -np N nnmpi CONFIG.ini [--set section.key=value ...] [--resume auto|never|PATH]\n"
     "       nnmpi --help | --version\n"
     "\n"
     "Trains a fully connected network data-parallel over the MPI ranks, as configured in\n"
     "CONFIG.ini (keys: see README.md, \"Configuration reference\"). --set overrides one key,\n"
-    "e.g. --set train.epochs=3; it may be repeated.\n"
+    "e.g. --set train.epochs=3; it may be repeated. --resume X is --set checkpoint.resume=X:\n"
+    "auto continues from the newest valid checkpoint in [checkpoint] dir, if any.\n"
+    "SIGTERM or SIGUSR1 on any rank: checkpoint at the next step, then exit 75.\n"
     "\n"
     "Exit status: 0 done, 1 runtime or MPI failure, 2 bad command line or config,\n"
-    "3 bad input data, 4 checkpoint cannot be written or read, 5 NaN/Inf in training.\n";
+    "3 bad input data, 4 checkpoint cannot be written, read or used, 5 NaN/Inf in training,\n"
+    "75 stopped by SIGTERM/SIGUSR1 after writing a checkpoint (resume to continue).\n";
+
+static void on_stop_signal(int sig) { nn_stop_signal = sig; }
 
 int main(int argc, char **argv) {
   MPI_Init(&argc, &argv);
@@ -30,10 +35,15 @@ int main(int argc, char **argv) {
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   H5Eset_auto2(H5E_DEFAULT, NULL, NULL); /* errors are reported as nnmpi messages */
   signal(SIGXFSZ, SIG_IGN);              /* a file size limit becomes a write error, not a kill */
+  struct sigaction sa = {.sa_handler = on_stop_signal};
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGTERM, &sa, NULL); /* Slurm: time limit, preemption, scancel; --signal=USR1@T */
+  sigaction(SIGUSR1, &sa, NULL);
 
   nn_error e = {0};
   const char *config_path = NULL;
   char **sets = calloc((size_t)argc + 1, sizeof *sets);
+  char resume[NN_PATH_MAX + 32];
   int n_sets = 0, done = 0;
   for (int i = 1; i < argc && !e.code && !done; i++) {
     if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
@@ -45,6 +55,13 @@ int main(int argc, char **argv) {
     } else if (strcmp(argv[i], "--set") == 0) {
       if (i + 1 >= argc) nn_fail(&e, NN_ECONFIG, "--set needs section.key=value");
       else sets[n_sets++] = argv[++i];
+    } else if (strcmp(argv[i], "--resume") == 0) {
+      if (i + 1 >= argc) {
+        nn_fail(&e, NN_ECONFIG, "--resume needs auto, never or a checkpoint path");
+      } else {
+        snprintf(resume, sizeof resume, "checkpoint.resume=%s", argv[++i]);
+        sets[n_sets++] = resume;
+      }
     } else if (strncmp(argv[i], "--set=", 6) == 0) {
       sets[n_sets++] = argv[i] + 6;
     } else if (argv[i][0] == '-') {
@@ -66,7 +83,7 @@ int main(int argc, char **argv) {
     nn_comm_agree(&e, MPI_COMM_WORLD);
     free(text);
   }
-  if (e.code && rank == 0) fprintf(stderr, "nnmpi: error: %s\n", e.msg);
+  if (e.code && rank == 0) fprintf(stderr, "nnmpi: %s: %s\n", e.code == NN_EPREEMPTED ? "stopped" : "error", e.msg);
   free(sets);
   MPI_Finalize();
   return nn_exit_status(e.code);

@@ -47,3 +47,10 @@ void nn_rng_shuffle(nn_rng *r, size_t *idx, size_t n) {
     idx[j] = t;
   }
 }
+
+uint64_t nn_hash_bytes(const void *p, size_t n) {
+  const unsigned char *b = p;
+  uint64_t h = 0xcbf29ce484222325ULL;
+  for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 0x100000001b3ULL;
+  return h;
+}

@@ -6,6 +6,7 @@
 
 #include <cblas.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +22,15 @@
 #include "nnmpi/version.h"
 
 #define EVAL_ROWS 512 /* rows per evaluation forward pass */
+
+/* Control slots appended to the gradient buffer, summed by the same allreduce: every rank
+ * learns of a signal, or of rank 0's clock asking for a checkpoint, at the same step, at no
+ * extra communication cost. */
+enum { CTL_STOP, CTL_CHECKPOINT, NN_CONTROL };
+
+static const char *const state_names[NN_MAX_STATE] = {"velocity", "second_moment"};
+
+volatile sig_atomic_t nn_stop_signal = 0;
 
 static double now(void) {
   struct timespec t;
@@ -42,7 +52,12 @@ typedef struct trainer {
   nn_dataset train, test;
   int have_test;
   nn_model model;
-  float *params, *grad, *velocity; /* one flat buffer each, same layout */
+  float *params, *grad;            /* one flat buffer each, same layout; grad has NN_CONTROL
+                                      extra slots after the gradient (see train_step) */
+  float *state[NN_MAX_STATE];      /* optimizer buffers, same layout */
+  int n_state;
+  nn_ckpt_meta start;              /* where training resumes (zero for a fresh start) */
+  double last_ckpt_time;
   size_t *order, *rows;            /* epoch visiting order, rows of the current step */
   int32_t *batch_labels;           /* (local_batch) */
   float *batch_targets;            /* (local_batch, n_out) */
@@ -124,6 +139,86 @@ static void print_header(const trainer *T) {
   fflush(stdout);
 }
 
+/* The keys (one "section.key = value" a line) on which two key strings differ, for messages. */
+static void differing_keys(const char *mine, const char *theirs, char *out, size_t n) {
+  size_t used = 0;
+  out[0] = '\0';
+  for (const char *p = mine; *p && used < n;) {
+    size_t len = strcspn(p, "\n");
+    size_t name_len = strcspn(p, " ");
+    const char *q = theirs, *found = NULL;
+    for (; *q; q += strcspn(q, "\n") + (q[strcspn(q, "\n")] == '\n'))
+      if (strncmp(q, p, name_len) == 0 && q[name_len] == ' ') found = q;
+    if (!found || strncmp(found, p, len) != 0 || (found[len] != '\n' && found[len] != '\0')) {
+      const char *theirs_value = found ? found + name_len + 3 : "(none)";
+      used += (size_t)snprintf(out + used, n - used, "%s%.*s is %.*s in the checkpoint but %.*s here",
+                               used ? "; " : "", (int)name_len, p, (int)strcspn(theirs_value, "\n"),
+                               theirs_value, (int)(len - name_len - 3), p + name_len + 3);
+    }
+    p += len + (p[len] == '\n');
+  }
+}
+
+/* Read one checkpoint for a resume and check that this run may continue it. Rank 0 only. */
+static int resume_from(trainer *T, const char *path, nn_error *e) {
+  const nn_config *cfg = T->cfg;
+  nn_ckpt_meta *m = &T->start;
+  if (nn_ckpt_read(path, &T->model.lay, T->params, T->n_state, T->state, state_names, m, e)) return e->code;
+  char mine[NN_KEYS_MAX], diff[1024];
+  for (int which = 0; which < 2; which++) {
+    nn_config_keys_string(cfg, which, mine, sizeof mine);
+    differing_keys(mine, which == NN_KEYS_SHAPE ? m->shape_keys : m->trajectory_keys, diff, sizeof diff);
+    if (diff[0])
+      return nn_fail(e, NN_ECKPT, "%s: cannot resume: %s (%s)", path, diff,
+                     which == NN_KEYS_SHAPE ? "the model's shape must not change"
+                                            : "these keys fix the sequence of batches");
+  }
+  if (m->step != m->epoch * (long)T->shard.steps + m->step_in_epoch || m->step_in_epoch >= (long)T->shard.steps)
+    return nn_fail(e, NN_ECKPT, "%s: cannot resume: step %ld (epoch %ld + %ld steps) does not fit "
+                   "%zu steps per epoch here (did the training file change?)", path, m->step,
+                   m->epoch, m->step_in_epoch, T->shard.steps);
+  printf("resume: from %s: %ld epochs + %ld steps done (global step %ld), written by %d rank%s\n",
+         path, m->epoch, m->step_in_epoch, m->step, m->world_size, m->world_size > 1 ? "s" : "");
+  return 0;
+}
+
+/* Rank 0: initial weights and position, from [checkpoint] resume, [model] init_from, or the
+ * seeded initialisation. */
+static int find_start(trainer *T, nn_error *e) {
+  const nn_config *cfg = T->cfg;
+  memset(&T->start, 0, sizeof T->start);
+  if (strcmp(cfg->resume, "auto") == 0) {
+    char(*paths)[NN_PATH_MAX];
+    int n = nn_ckpt_list(cfg->ckpt_dir, &paths);
+    if (n < 0) return nn_fail(e, NN_ECKPT, "%s: cannot list the checkpoint directory", cfg->ckpt_dir);
+    for (int i = 0; i < n; i++) {
+      nn_error tried = {0};
+      if (resume_from(T, paths[i], &tried) == 0) {
+        free(paths);
+        return 0;
+      }
+      if (strstr(tried.msg, "cannot resume:")) { /* a valid checkpoint of another run: refuse */
+        free(paths);
+        *e = tried;
+        return e->code;
+      }
+      printf("resume: skipping %s\n", tried.msg);
+    }
+    free(paths);
+    printf("resume: no valid checkpoint in %s, starting fresh\n", cfg->ckpt_dir);
+    memset(&T->start, 0, sizeof T->start);
+  } else if (strcmp(cfg->resume, "never") != 0) {
+    return resume_from(T, cfg->resume, e);
+  }
+  for (int i = 0; i < T->n_state; i++) memset(T->state[i], 0, T->model.lay.n_params * sizeof(float));
+  if (cfg->init_from[0]) {
+    nn_ckpt_meta meta;
+    return nn_ckpt_read(cfg->init_from, &T->model.lay, T->params, 0, NULL, NULL, &meta, e);
+  }
+  init_params(T->params, &T->model.lay, cfg->init, cfg->seed);
+  return 0;
+}
+
 /* Everything that can fail before the first step, each failure agreed by all ranks. */
 static int setup(trainer *T, nn_error *e) {
   const nn_config *cfg = T->cfg;
@@ -160,31 +255,31 @@ static int setup(trainer *T, nn_error *e) {
       nn_model_init(&T->model, &lay, cfg->activation, cfg->output, cfg->loss, B > EVAL_ROWS ? B : EVAL_ROWS, e) == 0) {
     size_t bytes = lay.n_params * sizeof(float);
     T->params = malloc(bytes);
-    T->grad = malloc(bytes);
-    T->velocity = cfg->momentum > 0 ? calloc(lay.n_params, sizeof(float)) : NULL;
+    T->grad = malloc(bytes + NN_CONTROL * sizeof(float));
+    T->n_state = cfg->momentum > 0 ? 1 : 0;
+    for (int i = 0; i < T->n_state; i++)
+      if (!(T->state[i] = calloc(lay.n_params, sizeof(float)))) nn_fail(e, NN_ENOMEM, "out of memory");
     T->order = malloc((T->shard.row_end - T->shard.row_begin) * sizeof(size_t));
     T->rows = malloc(B * sizeof(size_t));
     T->batch_labels = malloc(B * sizeof(int32_t));
     T->batch_targets = malloc(B * n_out * sizeof(float));
-    if (!T->params || !T->grad || (cfg->momentum > 0 && !T->velocity) || !T->order || !T->rows ||
+    if (!T->params || !T->grad || !T->order || !T->rows ||
         !T->batch_labels || !T->batch_targets)
       nn_fail(e, NN_ENOMEM, "cannot allocate the model's buffers (%zu parameters)", lay.n_params);
   }
   if (nn_comm_agree(e, T->comm)) return e->code;
 
   if (T->rank == 0) {
-    if (cfg->init_from[0]) {
-      nn_ckpt_meta meta;
-      nn_ckpt_read(cfg->init_from, &T->model.lay, T->params, NULL, &meta, e);
-    } else {
-      init_params(T->params, &T->model.lay, cfg->init, cfg->seed);
-    }
-    if (!e->code) nn_ckpt_prepare_dir(cfg->ckpt_dir, e);
-    if (!e->code && cfg->metrics[0] && !(T->metrics = fopen(cfg->metrics, "w")))
+    nn_ckpt_prepare_dir(cfg->ckpt_dir, e);
+    if (!e->code) find_start(T, e);
+    if (!e->code && cfg->metrics[0] && !(T->metrics = fopen(cfg->metrics, T->start.step ? "a" : "w")))
       nn_fail(e, NN_EIO, "%s: cannot open the metrics log for writing", cfg->metrics);
   }
   if (nn_comm_agree(e, T->comm)) return e->code;
   if (nn_comm_bcast_floats(T->params, T->model.lay.n_params, 0, T->comm, e)) return e->code;
+  for (int i = 0; i < T->n_state; i++)
+    if (nn_comm_bcast_floats(T->state[i], T->model.lay.n_params, 0, T->comm, e)) return e->code;
+  MPI_Bcast(&T->start, (int)sizeof T->start, MPI_BYTE, 0, T->comm);
   if (T->rank == 0) print_header(T);
   return 0;
 }
@@ -195,7 +290,7 @@ static void teardown(trainer *T) {
   nn_model_free(&T->model);
   free(T->params);
   free(T->grad);
-  free(T->velocity);
+  for (int i = 0; i < T->n_state; i++) free(T->state[i]);
   free(T->order);
   free(T->rows);
   free(T->batch_labels);
@@ -218,7 +313,9 @@ static void gather_batch(trainer *T, size_t k) {
   }
 }
 
-/* One global step; adds this rank's summed loss and correct count to sums[0..1]. */
+/* One global step; adds this rank's summed loss and correct count to sums[0..1]. The control
+ * slots after the gradient carry this rank's stop request and (rank 0) a checkpoint request;
+ * after the allreduce every rank holds their sums and takes the same decision. */
 static int train_step(trainer *T, size_t k, long step, double *sums, nn_error *e) {
   const nn_config *cfg = T->cfg;
   nn_model *m = &T->model;
@@ -233,14 +330,18 @@ static int train_step(trainer *T, size_t k, long step, double *sums, nn_error *e
   sums[0] += nn_model_forward(m, T->params, B, labels, targets);
   if (labels) sums[1] += (double)nn_count_correct(m->a[m->lay.L], labels, B, m->lay.n[m->lay.L]);
   nn_model_backward(m, T->params, T->grad, B, labels, targets);
+  if (step == cfg->signal_at_step && T->rank == cfg->signal_rank) raise(SIGUSR1); /* test hook */
+  T->grad[n + CTL_STOP] = nn_stop_signal ? 1.0f : 0.0f;
+  T->grad[n + CTL_CHECKPOINT] = T->rank == 0 && cfg->ckpt_every_seconds > 0 &&
+                                t1 - T->last_ckpt_time >= cfg->ckpt_every_seconds;
   double t2 = now();
-  if (nn_comm_allreduce_sum(T->grad, n, T->comm, e)) return e->code;
+  if (nn_comm_allreduce_sum(T->grad, n + NN_CONTROL, T->comm, e)) return e->code;
   double t3 = now();
   /* Every rank holds the same reduced gradient, so every rank takes the same decision here. */
   if (!nn_all_finite(T->grad, n))
     return nn_fail(e, NN_ENUMERIC, "step %ld: the gradient holds NaN or Inf (learning rate too "
                    "high, or bad input values?); stopped, earlier checkpoints are kept", step);
-  nn_sgd_step(T->params, T->velocity, T->grad, n, (float)cfg->learning_rate, (float)cfg->momentum,
+  nn_sgd_step(T->params, T->state[0], T->grad, n, (float)cfg->learning_rate, (float)cfg->momentum,
               1.0f / (float)cfg->batch_size);
   double t4 = now();
   T->t.io += t1 - t0;
@@ -268,18 +369,22 @@ static int evaluate(trainer *T, double out[3], nn_error *e) {
   return nn_comm_sum_doubles(out, 3, T->comm, e);
 }
 
-static void checkpoint_path(char *buf, size_t n, const char *dir, long epoch) {
-  snprintf(buf, n, "%s/ckpt-e%04ld.h5", dir, epoch);
-}
-
-/* Rank 0 writes; the outcome is agreed so that a full disk stops every rank together. */
-static int write_checkpoint(trainer *T, long epoch, long step, nn_error *e) {
+/* Rank 0 writes; the outcome is agreed so that a full disk stops every rank together. The
+ * epoch sums are reduced first so that a resumed run reports the whole epoch. */
+static int write_checkpoint(trainer *T, long epochs_done, long in_epoch, long step,
+                            const double *sums, char *path, size_t path_len, nn_error *e) {
+  double total[3] = {sums[0], sums[1], (double)in_epoch * (double)T->cfg->batch_size};
+  if (nn_comm_sum_doubles(total, 2, T->comm, e)) return e->code;
   if (T->rank == 0) {
-    char path[NN_PATH_MAX + 32];
-    checkpoint_path(path, sizeof path, T->cfg->ckpt_dir, epoch);
-    nn_ckpt_meta meta = {.epoch = epoch, .step = step, .world_size = T->world};
-    nn_ckpt_write(path, T->cfg, T->config_text, &T->model.lay, T->params, T->velocity, &meta, e);
+    nn_ckpt_path(path, path_len, T->cfg->ckpt_dir, epochs_done, step);
+    nn_ckpt_meta meta = {.epoch = epochs_done, .step_in_epoch = in_epoch, .step = step,
+                         .world_size = T->world, .epoch_sums = {total[0], total[1], total[2]}};
+    const float *const *state = (const float *const *)T->state;
+    if (nn_ckpt_write(path, T->cfg, T->config_text, &T->model.lay, T->params, T->n_state, state,
+                      state_names, &meta, e) == 0)
+      nn_ckpt_prune(T->cfg->ckpt_dir, T->cfg->ckpt_keep);
   }
+  T->last_ckpt_time = now();
   return nn_comm_agree(e, T->comm);
 }
 
@@ -322,13 +427,22 @@ static void report_epoch(const trainer *T, const epoch_report *r) {
 
 static int run_epochs(trainer *T, nn_error *e) {
   const nn_config *cfg = T->cfg;
-  long step = 0;
-  for (long epoch = 1; epoch <= cfg->epochs; epoch++) {
+  long step = T->start.step, n = (long)T->model.lay.n_params;
+  char path[NN_PATH_MAX + 64] = "";
+  T->last_ckpt_time = now();
+  if (T->start.epoch >= cfg->epochs && T->rank == 0)
+    printf("nothing to do: the checkpoint has %ld epochs done, [train] epochs = %ld\n", T->start.epoch, cfg->epochs);
+  for (long epoch = T->start.epoch + 1; epoch <= cfg->epochs; epoch++) {
     double t_start = now();
     memset(&T->t, 0, sizeof T->t);
     nn_shard_order(T->order, &T->shard, cfg->seed, epoch, cfg->shuffle);
     double sums[2] = {0, 0}, interval[2] = {0, 0}; /* loss, correct */
-    for (size_t k = 0; k < T->shard.steps; k++) {
+    size_t k0 = 0;
+    if (epoch == T->start.epoch + 1) { /* resumed inside this epoch: its sums so far, on rank 0 */
+      k0 = (size_t)T->start.step_in_epoch;
+      if (T->rank == 0) sums[0] = T->start.epoch_sums[0], sums[1] = T->start.epoch_sums[1];
+    }
+    for (size_t k = k0; k < T->shard.steps; k++) {
       double before = sums[0];
       if (train_step(T, k, ++step, sums, e)) return e->code;
       interval[0] += sums[0] - before;
@@ -340,13 +454,28 @@ static int run_epochs(trainer *T, nn_error *e) {
                  epoch, interval[0] / interval[1]);
         interval[0] = interval[1] = 0;
       }
+      int stop = T->grad[n + CTL_STOP] > 0;
+      int want = stop || T->grad[n + CTL_CHECKPOINT] > 0 ||
+                 (cfg->ckpt_every_steps > 0 && step % cfg->ckpt_every_steps == 0);
+      if (want && k + 1 < T->shard.steps) { /* mid-epoch; at the epoch's end see below */
+        double t0 = now();
+        if (write_checkpoint(T, epoch - 1, (long)k + 1, step, sums, path, sizeof path, e)) return e->code;
+        T->t.ckpt += now() - t0;
+      }
+      if (stop && k + 1 < T->shard.steps)
+        return nn_fail(e, NN_EPREEMPTED, "stopped by a signal at step %ld (epoch %ld, %zu/%zu); "
+                       "checkpoint %s written; continue with --resume auto", step, epoch, k + 1,
+                       T->shard.steps, path);
+      if (want && k + 1 == T->shard.steps) T->last_ckpt_time = -1e300; /* forces one below */
     }
     double train_time = now() - t_start;
-    if (nn_comm_sum_doubles(sums, 2, T->comm, e)) return e->code;
+    double epoch_sums[2] = {sums[0], sums[1]};
+    if (nn_comm_sum_doubles(epoch_sums, 2, T->comm, e)) return e->code;
     double seen = (double)T->shard.steps * (double)cfg->batch_size;
-    epoch_report r = {.epoch = epoch, .step = step, .train_loss = sums[0] / seen,
-                      .train_acc = T->train.labels ? sums[1] / seen : NAN,
-                      .test_loss = NAN, .test_acc = NAN, .samples_per_s = seen / train_time};
+    double seen_now = (double)(T->shard.steps - k0) * (double)cfg->batch_size;
+    epoch_report r = {.epoch = epoch, .step = step, .train_loss = epoch_sums[0] / seen,
+                      .train_acc = T->train.labels ? epoch_sums[1] / seen : NAN,
+                      .test_loss = NAN, .test_acc = NAN, .samples_per_s = seen_now / train_time};
     if (T->have_test) {
       double t0 = now(), ev[3];
       if (evaluate(T, ev, e)) return e->code;
@@ -360,20 +489,21 @@ static int run_epochs(trainer *T, nn_error *e) {
       if (nn_comm_check_replicas(T->params, T->model.lay.n_params, T->comm, e)) return e->code;
       T->t.comm += now() - t0;
     }
-    if ((cfg->ckpt_every > 0 && epoch % cfg->ckpt_every == 0) || epoch == cfg->epochs) {
-      double t0 = now();
-      if (write_checkpoint(T, epoch, step, e)) return e->code;
+    int stop = T->grad[n + CTL_STOP] > 0;
+    if ((cfg->ckpt_every > 0 && epoch % cfg->ckpt_every == 0) || epoch == cfg->epochs || stop ||
+        T->last_ckpt_time < 0) {
+      double t0 = now(), none[2] = {0, 0};
+      if (write_checkpoint(T, epoch, 0, step, none, path, sizeof path, e)) return e->code;
       T->t.ckpt += now() - t0;
     }
     r.time_s = now() - t_start;
     r.t = T->t;
     if (T->rank == 0) report_epoch(T, &r);
+    if (stop && epoch < cfg->epochs)
+      return nn_fail(e, NN_EPREEMPTED, "stopped by a signal at the end of epoch %ld (step %ld); "
+                     "checkpoint %s written; continue with --resume auto", epoch, step, path);
   }
-  if (T->rank == 0) {
-    char path[NN_PATH_MAX + 32];
-    checkpoint_path(path, sizeof path, cfg->ckpt_dir, cfg->epochs);
-    printf("done: %ld epochs, %ld steps; final checkpoint %s\n", cfg->epochs, step, path);
-  }
+  if (T->rank == 0 && path[0]) printf("done: %ld epochs, %ld steps; final checkpoint %s\n", cfg->epochs, step, path);
   return 0;
 }
 

@@ -41,3 +41,10 @@ finish() {
   if [ "$failures" -ne 0 ]; then echo "$failures check(s) failed"; exit 1; fi
   echo "all checks passed"; exit 0
 }
+
+# ckpt_at DIR EPOCH: the path of the epoch-boundary checkpoint for EPOCH in DIR (empty if none).
+ckpt_at() {
+  local f
+  for f in "$1"/ckpt-e"$(printf %04d "$2")"-s*.h5; do [ -e "$f" ] && echo "$f" && return 0; done
+  return 1
+}

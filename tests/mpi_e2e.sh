@@ -22,6 +22,7 @@ momentum = 0.9
 [checkpoint]
 dir = ck
 every = 2
+keep = 0
 [log]
 metrics = run.jsonl
 INI
@@ -40,20 +41,21 @@ done
 [ "$(grep -c '^epoch ' run.log)" -eq 8 ] && pass "one line per epoch" || fail "expected 8 epoch lines"
 grep -q "OpenBLAS" run.log && grep -q "2 ranks" run.log && grep -q "train: train.h5: 4000 samples x 20 features" run.log \
   && pass "start-up report" || fail "start-up report incomplete"
-ls ck/ckpt-e0002.h5 ck/ckpt-e0004.h5 ck/ckpt-e0006.h5 ck/ckpt-e0008.h5 > /dev/null && pass "checkpoints every 2 epochs" \
-  || fail "missing checkpoints"
-[ -e ck/ckpt-e0001.h5 ] && fail "unexpected checkpoint for epoch 1"
+ckpt_at ck 2 > /dev/null && ckpt_at ck 4 > /dev/null && ckpt_at ck 6 > /dev/null && ckpt_at ck 8 > /dev/null \
+  && pass "checkpoints every 2 epochs" || fail "missing checkpoints"
+ckpt_at ck 1 > /dev/null && fail "unexpected checkpoint for epoch 1"
+final=$(ckpt_at ck 8)
 ls ck | grep -q tmp && fail "temporary checkpoint files left behind"
 if command -v h5dump > /dev/null; then
-  h5dump -A ck/ckpt-e0008.h5 > attrs.txt
+  h5dump -A "$final" > attrs.txt
   grep -q '"nnmpi-checkpoint"' attrs.txt && grep -q 'DATASET "W1"' attrs.txt && grep -q 'DATASET "b2"' attrs.txt \
     && pass "checkpoint layout" || fail "checkpoint layout"
-  h5dump -a /layers ck/ckpt-e0008.h5 | grep -q "20, 64, 4" && pass "layers attribute" || fail "layers attribute"
-  h5dump -H -d /model/W1 ck/ckpt-e0008.h5 | grep -q "( 64, 20 )" && pass "W1 is 64 x 20" || fail "W1 shape"
+  h5dump -a /layers "$final" | grep -q "20, 64, 4" && pass "layers attribute" || fail "layers attribute"
+  h5dump -H -d /model/W1 "$final" | grep -q "( 64, 20 )" && pass "W1 is 64 x 20" || fail "W1 shape"
 fi
 
 # init_from: one more epoch from the final weights starts where training ended.
-run_np 2 "$NNMPI_BIN" run.ini --set model.init_from=ck/ckpt-e0008.h5 --set train.epochs=1 \
+run_np 2 "$NNMPI_BIN" run.ini --set model.init_from="$final" --set train.epochs=1 \
   --set checkpoint.dir=ck2 --set log.metrics=cont.jsonl > cont.log 2>&1 || { cat cont.log; fail "init_from run failed"; }
 cont=$(json_field cont.jsonl 1 train_loss)
 echo "continued epoch train_loss $cont (fresh first epoch $first, last $last)"
@@ -61,7 +63,7 @@ less_than "$cont" "$(awk -v l="$last" 'BEGIN { print l * 1.3 }')" && less_than "
   && pass "init_from continues" || fail "init_from did not continue: $cont"
 
 # init_from a checkpoint of another shape is refused with both shapes named.
-run_np 2 "$NNMPI_BIN" run.ini --set model.layers=20,32,4 --set model.init_from=ck/ckpt-e0008.h5 > shape.log 2>&1
+run_np 2 "$NNMPI_BIN" run.ini --set model.layers=20,32,4 --set model.init_from="$final" > shape.log 2>&1
 rc=$?
 [ "$rc" -eq 4 ] && grep -q "layers = 20, 64, 4 in the checkpoint, but 20, 32, 4 in the config" shape.log \
   && pass "shape mismatch refused" || { cat shape.log; fail "shape mismatch: status $rc"; }

@@ -46,7 +46,7 @@ for cfg in cls reg; do
       fi
       grep -q "replicas diverged" "$dir.log" && fail "$cfg -np $np: replicas diverged"
       [ "$np" = 1 ] && continue
-      if out=$("$NNMPI_CKPT_DIFF" "ck_${cfg}_${shuffle}_1/ckpt-e0003.h5" "$dir/ckpt-e0003.h5" 1e-5); then
+      if out=$("$NNMPI_CKPT_DIFF" "$(ckpt_at "ck_${cfg}_${shuffle}_1" 3)" "$(ckpt_at "$dir" 3)" 1e-5); then
         pass "$cfg shuffle=$shuffle -np $np vs -np 1: $out"
       else
         fail "$cfg shuffle=$shuffle -np $np vs -np 1: $out"
@@ -54,12 +54,12 @@ for cfg in cls reg; do
     done
     # Shuffling must change the result compared with no shuffling (the flag is not ignored).
   done
-  "$NNMPI_CKPT_DIFF" "ck_${cfg}_true_1/ckpt-e0003.h5" "ck_${cfg}_false_1/ckpt-e0003.h5" 1e-3 > /dev/null \
+  "$NNMPI_CKPT_DIFF" "$(ckpt_at "ck_${cfg}_true_1" 3)" "$(ckpt_at "ck_${cfg}_false_1" 3)" 1e-3 > /dev/null \
     && fail "$cfg: shuffle on and off gave the same weights"
 done
 
 # A different seed must give different weights (the comparison above can fail).
 run_np 2 "$NNMPI_BIN" cls.ini --set model.seed=6 --set checkpoint.dir=ck_seed6 > seed6.log 2>&1 || fail "seed 6 run"
-"$NNMPI_CKPT_DIFF" ck_cls_true_1/ckpt-e0003.h5 ck_seed6/ckpt-e0003.h5 1e-5 > /dev/null \
+"$NNMPI_CKPT_DIFF" "$(ckpt_at ck_cls_true_1 3)" "$(ckpt_at ck_seed6 3)" 1e-5 > /dev/null \
   && fail "another seed gave the same weights"
 finish

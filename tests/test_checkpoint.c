@@ -39,15 +39,29 @@ int main(int argc, char **argv) {
   char path[1024], tmp[1100];
   snprintf(path, sizeof path, "%s/ck.h5", dir);
   CHECK_INT(nn_ckpt_prepare_dir(dir, &e), 0);
-  nn_ckpt_meta meta = {.epoch = 7, .step = 700, .world_size = 3}, got;
-  CHECK_INT(nn_ckpt_write(path, &cfg, text, &lay, p, v, &meta, &e), 0);
-  CHECK_INT(nn_ckpt_read(path, &lay, q, w, &got, &e), 0);
+  nn_ckpt_meta meta = {.epoch = 7, .step = 750, .step_in_epoch = 50, .world_size = 3,
+                       .epoch_sums = {12.5, 40, 3200}}, got;
+  const char *names[] = {"velocity", "second_moment"};
+  const float *state[] = {v};
+  float *read_state[] = {w, NULL};
+  CHECK_INT(nn_ckpt_write(path, &cfg, text, &lay, p, 1, state, names, &meta, &e), 0);
+  CHECK_INT(nn_ckpt_read(path, &lay, q, 1, read_state, names, &got, &e), 0);
   CHECK(memcmp(p, q, n * sizeof *p) == 0);
   CHECK(memcmp(v, w, n * sizeof *v) == 0);
   CHECK_INT(got.epoch, 7);
-  CHECK_INT(got.step, 700);
+  CHECK_INT(got.step, 750);
+  CHECK_INT(got.step_in_epoch, 50);
   CHECK_INT(got.world_size, 3);
-  CHECK_INT(got.has_velocity, 1);
+  CHECK_INT(got.n_state, 1);
+  CHECK_NEAR(got.epoch_sums[0], 12.5, 0);
+  CHECK_NEAR(got.epoch_sums[2], 3200, 0);
+  CHECK_STR_CONTAINS(got.shape_keys, "model.layers = 6, 5, 3\n");
+  CHECK_STR_CONTAINS(got.trajectory_keys, "train.batch_size = 128\n");
+  /* a state buffer the file lacks is zeroed */
+  float *missing_state[] = {w, q};
+  CHECK_INT(nn_ckpt_read(path, &lay, p, 2, missing_state, names, &got, &e), 0);
+  CHECK(q[0] == 0.0f && q[n - 1] == 0.0f);
+  CHECK_INT(nn_ckpt_read(path, &lay, q, 1, read_state, names, &got, &e), 0);
   snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
   CHECK(access(tmp, F_OK) != 0); /* no temporary left behind */
 
@@ -56,7 +70,7 @@ int main(int argc, char **argv) {
   nn_layout other;
   nn_layout_init(&other, other_sizes, 3, &e);
   e = (nn_error){0};
-  CHECK_INT(nn_ckpt_read(path, &other, q, NULL, &got, &e), NN_ECKPT);
+  CHECK_INT(nn_ckpt_read(path, &other, q, 0, NULL, NULL, &got, &e), NN_ECKPT);
   CHECK_STR_CONTAINS(e.msg, "layers = 6, 5, 3 in the checkpoint, but 6, 4, 3 in the config");
 
   /* truncated copy */
@@ -64,7 +78,7 @@ int main(int argc, char **argv) {
   snprintf(bad, sizeof bad, "%s/truncated.h5", dir);
   copy_prefix(path, bad, file_size(path) / 2);
   e = (nn_error){0};
-  CHECK_INT(nn_ckpt_read(bad, &lay, q, NULL, &got, &e), NN_ECKPT);
+  CHECK_INT(nn_ckpt_read(bad, &lay, q, 0, NULL, NULL, &got, &e), NN_ECKPT);
   CHECK_STR_CONTAINS(e.msg, "truncated.h5");
 
   /* one flipped byte inside the data of W1: Fletcher32 catches it */
@@ -89,7 +103,7 @@ int main(int argc, char **argv) {
     free(buf);
   }
   e = (nn_error){0};
-  CHECK_INT(nn_ckpt_read(bad, &lay, q, NULL, &got, &e), NN_ECKPT);
+  CHECK_INT(nn_ckpt_read(bad, &lay, q, 0, NULL, NULL, &got, &e), NN_ECKPT);
   CHECK_STR_CONTAINS(e.msg, "checksum mismatch");
 
   /* not a checkpoint at all */
@@ -98,13 +112,46 @@ int main(int argc, char **argv) {
   fputs("hello\n", f);
   fclose(f);
   e = (nn_error){0};
-  CHECK_INT(nn_ckpt_read(bad, &lay, q, NULL, &got, &e), NN_ECKPT);
+  CHECK_INT(nn_ckpt_read(bad, &lay, q, 0, NULL, NULL, &got, &e), NN_ECKPT);
   CHECK_STR_CONTAINS(e.msg, "not an HDF5 file");
 
   /* a write into a missing directory fails cleanly */
   e = (nn_error){0};
-  CHECK_INT(nn_ckpt_write("/nonexistent-dir/x/ck.h5", &cfg, text, &lay, p, NULL, &meta, &e), NN_ECKPT);
+  CHECK_INT(nn_ckpt_write("/nonexistent-dir/x/ck.h5", &cfg, text, &lay, p, 0, NULL, NULL, &meta, &e), NN_ECKPT);
   CHECK_STR_CONTAINS(e.msg, "cannot create");
+
+  /* listing: newest first, only checkpoint names; prune keeps the newest; stale temporaries go */
+  char sub[1100], name[1200];
+  snprintf(sub, sizeof sub, "%s/list", dir);
+  e = (nn_error){0};
+  CHECK_INT(nn_ckpt_prepare_dir(sub, &e), 0);
+  long steps[] = {120, 20, 1000, 40};
+  for (int i = 0; i < 4; i++) {
+    nn_ckpt_path(name, sizeof name, sub, steps[i] / 20, steps[i]);
+    CHECK_INT(nn_ckpt_write(name, &cfg, text, &lay, p, 0, NULL, NULL, &meta, &e), 0);
+  }
+  snprintf(name, sizeof name, "%s/ckpt-e0001-s000000001.h5.tmp.999", sub);
+  fclose(fopen(name, "w"));
+  snprintf(name, sizeof name, "%s/notes.txt", sub);
+  fclose(fopen(name, "w"));
+  char(*paths)[NN_PATH_MAX];
+  int count = nn_ckpt_list(sub, &paths);
+  CHECK_INT(count, 4);
+  if (count == 4) {
+    CHECK_STR_CONTAINS(paths[0], "/list/ckpt-e0050-s000001000.h5");
+    CHECK_STR_CONTAINS(paths[3], "/list/ckpt-e0001-s000000020.h5");
+  }
+  free(paths);
+  nn_ckpt_prune(sub, 2);
+  count = nn_ckpt_list(sub, &paths);
+  CHECK_INT(count, 2);
+  if (count == 2) CHECK_STR_CONTAINS(paths[1], "/list/ckpt-e0006-s000000120.h5");
+  free(paths);
+  CHECK_INT(nn_ckpt_prepare_dir(sub, &e), 0);
+  snprintf(name, sizeof name, "%s/ckpt-e0001-s000000001.h5.tmp.999", sub);
+  CHECK(access(name, F_OK) != 0);
+  snprintf(name, sizeof name, "%s/notes.txt", sub);
+  CHECK(access(name, F_OK) == 0);
   free(p), free(q), free(v), free(w);
   TEST_MAIN_END();
 }

@@ -31,7 +31,4 @@ int nn_comm_read_file(const char *path, char **text, MPI_Comm comm, nn_error *e)
 /* MPI_Bcast of n floats from root. */
 int nn_comm_bcast_floats(float *buf, size_t n, int root, MPI_Comm comm, nn_error *e);
 
-/* 64-bit FNV-1a hash of n bytes (used for replica checks and config hashes). */
-uint64_t nn_hash_bytes(const void *p, size_t n);
-
 #endif

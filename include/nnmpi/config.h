@@ -44,12 +44,18 @@ typedef struct nn_config {
   /* [checkpoint] */
   char ckpt_dir[NN_PATH_MAX];
   long ckpt_every;                   /* epochs; 0 = only at the end */
+  long ckpt_every_steps;             /* 0 = off */
+  double ckpt_every_seconds;         /* 0 = off */
+  long ckpt_keep;                    /* newest checkpoints kept; 0 = all */
+  char resume[NN_PATH_MAX];          /* never | auto | a checkpoint path */
   /* [log] */
   char metrics[NN_PATH_MAX];         /* "" = none */
   long log_every_steps;              /* 0 = only the per-epoch line */
   /* [debug] */
   long check_sync_every;             /* epochs between replica checks; 0 = never */
   long perturb_rank;                 /* test hook: -1 = off */
+  long signal_at_step;               /* test hook: raise SIGUSR1 at this step; 0 = off */
+  long signal_rank;                  /* ... on this rank */
 
   /* provenance, for messages */
   char path[NN_PATH_MAX];
@@ -69,6 +75,11 @@ const char *nn_config_where(const nn_config *cfg, const char *section, const cha
 
 /* Print the effective configuration as INI (every key, defaults included). */
 void nn_config_print(const nn_config *cfg, FILE *f);
+
+/* "section.key = value" lines of the keys a resumed run must share with its checkpoint:
+ * NN_KEYS_SHAPE (the model's shape) or NN_KEYS_TRAJECTORY (the sequence of batches). */
+enum { NN_KEYS_SHAPE, NN_KEYS_TRAJECTORY };
+void nn_config_keys_string(const nn_config *cfg, int which, char *buf, size_t n);
 
 const char *nn_act_name(nn_act a);
 const char *nn_loss_name(nn_loss l);

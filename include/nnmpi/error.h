@@ -16,7 +16,8 @@ typedef enum nn_err {
   NN_EIO = -6,       /* other file I/O (metrics log, ...)             -> exit 1 */
   NN_EMPI = -7,      /* an MPI call failed                            -> exit 1 */
   NN_EREPLICA = -8,  /* ranks hold different weights (a bug)          -> exit 1 */
-  NN_EINTERNAL = -9  /* anything else                                 -> exit 1 */
+  NN_EINTERNAL = -9, /* anything else                                 -> exit 1 */
+  NN_EPREEMPTED = -10 /* stopped by SIGTERM/SIGUSR1 after a checkpoint -> exit 75 */
 } nn_err;
 
 /* Process exit statuses, documented in README.md ("Exit status"). */
@@ -26,7 +27,8 @@ enum {
   NN_EXIT_CONFIG = 2,
   NN_EXIT_DATA = 3,
   NN_EXIT_CKPT = 4,
-  NN_EXIT_NUMERIC = 5
+  NN_EXIT_NUMERIC = 5,
+  NN_EXIT_PREEMPTED = 75  /* EX_TEMPFAIL: checkpointed on a signal; resume to continue */
 };
 
 #define NN_ERRMSG_MAX 512

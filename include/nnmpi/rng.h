@@ -21,6 +21,8 @@ uint64_t nn_rng_below(nn_rng *r, uint64_t n);
 double nn_rng_uniform(nn_rng *r);
 /* Standard normal (Box-Muller). */
 double nn_rng_normal(nn_rng *r);
+/* 64-bit FNV-1a hash of n bytes (replica checks, config hashes). */
+uint64_t nn_hash_bytes(const void *p, size_t n);
 /* In-place Fisher-Yates shuffle of idx[0..n). */
 void nn_rng_shuffle(nn_rng *r, size_t *idx, size_t n);
 
