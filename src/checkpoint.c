@@ -220,7 +220,7 @@ int nn_ckpt_read(const char *path, const nn_layout *lay, float *params, int n_st
     rc = nn_fail(e, NN_ECKPT, "%s: checkpoint version %d, this nnmpi reads version %d", path, version, NN_CKPT_VERSION);
   } else if (n_layers < 2 || n_layers > NN_MAX_LAYERS + 1 || H5Aread(la, H5T_NATIVE_INT, sizes) < 0) {
     rc = nn_fail(e, NN_ECKPT, "%s: missing or bad \"layers\" attribute", path);
-  } else {
+  } else if (lay) {
     int same = n_layers == lay->L + 1;
     for (int l = 0; same && l <= lay->L; l++) same = sizes[l] == lay->n[l];
     if (!same) {
@@ -240,9 +240,9 @@ int nn_ckpt_read(const char *path, const nn_layout *lay, float *params, int n_st
     get_attr(f, "epoch_sums", H5T_NATIVE_DOUBLE, meta->epoch_sums);
     get_attr(f, "shape_keys", kt, meta->shape_keys);
     get_attr(f, "trajectory_keys", kt, meta->trajectory_keys);
-    rc = read_layers(f, "model", lay, params, path, e);
+    if (lay) rc = read_layers(f, "model", lay, params, path, e);
   }
-  for (int i = 0; i < n_state && !rc; i++) {
+  for (int i = 0; lay && i < n_state && !rc; i++) {
     if (!state[i]) continue;
     char group[80];
     snprintf(group, sizeof group, "optimizer/%s", state_names[i]);

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #include "nnmpi/checkpoint.h"
@@ -163,7 +164,8 @@ static void differing_keys(const char *mine, const char *theirs, char *out, size
 static int resume_from(trainer *T, const char *path, nn_error *e) {
   const nn_config *cfg = T->cfg;
   nn_ckpt_meta *m = &T->start;
-  if (nn_ckpt_read(path, &T->model.lay, T->params, T->n_state, T->state, state_names, m, e)) return e->code;
+  /* attributes first: a valid checkpoint of another model is refused, not skipped as corrupt */
+  if (nn_ckpt_read(path, NULL, NULL, 0, NULL, NULL, m, e)) return e->code;
   char mine[NN_KEYS_MAX], diff[1024];
   for (int which = 0; which < 2; which++) {
     nn_config_keys_string(cfg, which, mine, sizeof mine);
@@ -173,6 +175,7 @@ static int resume_from(trainer *T, const char *path, nn_error *e) {
                      which == NN_KEYS_SHAPE ? "the model's shape must not change"
                                             : "these keys fix the sequence of batches");
   }
+  if (nn_ckpt_read(path, &T->model.lay, T->params, T->n_state, T->state, state_names, m, e)) return e->code;
   if (m->step != m->epoch * (long)T->shard.steps + m->step_in_epoch || m->step_in_epoch >= (long)T->shard.steps)
     return nn_fail(e, NN_ECKPT, "%s: cannot resume: step %ld (epoch %ld + %ld steps) does not fit "
                    "%zu steps per epoch here (did the training file change?)", path, m->step,
@@ -224,6 +227,10 @@ static int setup(trainer *T, nn_error *e) {
   const nn_config *cfg = T->cfg;
   nn_data_info info;
   openblas_set_num_threads((int)cfg->blas_threads);
+  if (cfg->file_size_limit > 0) { /* test hook: a full disk, as the kernel reports it (EFBIG) */
+    struct rlimit rl = {(rlim_t)cfg->file_size_limit, (rlim_t)cfg->file_size_limit};
+    setrlimit(RLIMIT_FSIZE, &rl);
+  }
 
   nn_data_info_read(cfg->train, cfg->features, cfg->labels, &info, e);
   if (!e->code) check_data_fits(cfg, &info, cfg->train, e);

@@ -42,7 +42,8 @@ int nn_ckpt_write(const char *path, const nn_config *cfg, const char *config_tex
 /* Read a checkpoint written for the same layer sizes into params, and the optimizer buffers
  * named state_names[0 .. n_state) into state[i] (zeroed when the file lacks them; NULL entries
  * are skipped). Fails with NN_ECKPT naming the file and the problem: not a checkpoint, other
- * layer sizes, checksum mismatch, truncation. */
+ * layer sizes, checksum mismatch, truncation. With lay == NULL only the attributes are read
+ * into meta (no layer check, no datasets). */
 int nn_ckpt_read(const char *path, const nn_layout *lay, float *params, int n_state,
                  float *const *state, const char *const *state_names, nn_ckpt_meta *meta,
                  nn_error *e);

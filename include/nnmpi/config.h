@@ -56,6 +56,7 @@ typedef struct nn_config {
   long perturb_rank;                 /* test hook: -1 = off */
   long signal_at_step;               /* test hook: raise SIGUSR1 at this step; 0 = off */
   long signal_rank;                  /* ... on this rank */
+  long file_size_limit;              /* test hook: RLIMIT_FSIZE in bytes once MPI is up; 0 = off */
 
   /* provenance, for messages */
   char path[NN_PATH_MAX];

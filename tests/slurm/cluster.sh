@@ -67,15 +67,19 @@ pid_of() {
   [ -n "$pid" ] && [ -r "/proc/$pid/comm" ] || return 1
   comm=$(cat "/proc/$pid/comm" 2>/dev/null) || return 1
   [ "$comm" = "$name" ] || return 1
+  # A zombie (exited, not yet reaped by its parent, e.g. a PID 1 that never reaps) is not alive.
+  is_zombie "$pid" && return 1
   echo "$pid"
 }
+
+is_zombie() { [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" = Z ]; }
 
 # wait_gone PID SECONDS: true once PID has exited.
 wait_gone() {
   local pid=$1 end=$((SECONDS + $2))
   while [ -e "/proc/$pid" ]; do
     # A zombie is gone for our purposes (its parent, not us, has to reap it).
-    [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" = Z ] && return 0
+    is_zombie "$pid" && return 0
     [ $SECONDS -ge $end ] && return 1
     sleep 0.2
   done
@@ -97,9 +101,24 @@ our_stepds() {
   local p
   for p in /proc/[0-9]*; do
     [ "$(cat "$p/comm" 2>/dev/null)" = slurmstepd ] || continue
-    tr '\0' '\n' < "$p/environ" 2>/dev/null | grep -qxF "$marker_var=$dir" && echo "${p#/proc/}"
+    is_zombie "${p#/proc/}" && continue
+    { tr '\0' '\n' < "$p/environ"; } 2>/dev/null | grep -qxF "$marker_var=$dir" && echo "${p#/proc/}"
   done
   return 0
+}
+
+# descendants PID...: all live descendants of the PIDs (children before grandchildren).
+descendants() {
+  local frontier=" $* " found=1 p ppid
+  while [ $found = 1 ]; do
+    found=0
+    for p in /proc/[0-9]*; do
+      p=${p#/proc/}
+      case $frontier in *" $p "*) continue ;; esac
+      ppid=$(awk '{print $4}' "/proc/$p/stat" 2>/dev/null) || continue
+      case $frontier in *" $ppid "*) frontier="$frontier$p "; is_zombie "$p" || echo "$p"; found=1 ;; esac
+    done
+  done
 }
 
 # healthy: all three daemons alive and the node usable (idle, or running jobs).
@@ -110,7 +129,7 @@ healthy() {
 }
 
 do_stop() {
-  local pid jobs end
+  local pid jobs end stepds
   # 1. Cancel every job of this cluster so that no job processes outlive it (KillWait is 5 s).
   if pid_of slurmctld > /dev/null && [ -r "$conf" ]; then
     jobs=$(squeue -h -o %A 2>/dev/null | tr '\n' ' ') || jobs=
@@ -127,7 +146,13 @@ do_stop() {
     if pid=$(pid_of "$name"); then say "stopping $name ($pid)"; stop_pid "$name" "$pid"; fi
     rm -f "$dir/run/$name.pid"
   done
-  for pid in $(our_stepds); do say "stopping leftover slurmstepd ($pid)"; stop_pid slurmstepd "$pid"; done
+  # A killed slurmd/slurmctld (stale run) leaves its step daemons and their job processes behind:
+  # stop the job processes (descendants of our slurmstepds) first, then the slurmstepds.
+  stepds=$(our_stepds | tr "\n" " ")
+  if [ -n "$stepds" ]; then
+    for pid in $(descendants "$stepds"); do say "stopping leftover job process $pid"; stop_pid job "$pid"; done
+    for pid in $stepds; do say "stopping leftover slurmstepd ($pid)"; stop_pid slurmstepd "$pid"; done
+  fi
   if pid=$(pid_of munged); then say "stopping munged ($pid)"; stop_pid munged "$pid"; fi
   rm -f "$mdir/munged.pid"
 }
