@@ -33,6 +33,8 @@ static const int act_hidden_v[] = {NN_ACT_RELU, NN_ACT_SIGMOID, NN_ACT_TANH};
 static const int act_out_v[] = {NN_ACT_SOFTMAX, NN_ACT_SIGMOID, NN_ACT_LINEAR};
 static const int loss_v[] = {NN_LOSS_CROSS_ENTROPY, NN_LOSS_MSE};
 static const int init_v[] = {-1, NN_INIT_HE, NN_INIT_XAVIER};
+static const int optimizer_v[] = {NN_OPT_SGD, NN_OPT_NESTEROV, NN_OPT_ADAM, NN_OPT_ADAMW};
+static const int schedule_v[] = {NN_SCHED_CONSTANT, NN_SCHED_STEP, NN_SCHED_COSINE};
 
 static const key keys[] = {
     {"model", "layers", K_SIZES, F(sizes), 0, NULL, 1, 1 << 24, 0,
@@ -44,6 +46,7 @@ static const key keys[] = {
     {"model", "loss", K_ENUM, F(loss), 0, "cross_entropy", 0, 0, 0, NULL, "cross_entropy|mse",
      loss_v},
     {"model", "init", K_ENUM, F(init), 0, "auto", 0, 0, 0, NULL, "auto|he|xavier", init_v},
+    {"model", "dropout", K_FLOAT, F(dropout), 0, "0", 0, 0.95, 0, "a number in [0, 0.95]", NULL, NULL},
     {"model", "init_from", K_STR, F(init_from), S(init_from), "", 0, 0, 0, "a file path", NULL, NULL},
     {"model", "seed", K_SEED, F(seed), 0, "1", 0, 0, 0, "a non-negative integer", NULL, NULL},
     {"data", "train", K_STR, F(train), S(train), NULL, 0, 0, 0, "a file path", NULL, NULL},
@@ -56,7 +59,20 @@ static const key keys[] = {
     {"train", "epochs", K_INT, F(epochs), 0, NULL, 1, 1e9, 0, "a positive integer", NULL, NULL},
     {"train", "batch_size", K_INT, F(batch_size), 0, "128", 1, 1 << 30, 0, "a positive integer", NULL, NULL},
     {"train", "learning_rate", K_FLOAT, F(learning_rate), 0, NULL, 0, 1e6, 1, "a positive number", NULL, NULL},
+    {"train", "optimizer", K_ENUM, F(optimizer), 0, "sgd", 0, 0, 0, NULL, "sgd|nesterov|adam|adamw", optimizer_v},
     {"train", "momentum", K_FLOAT, F(momentum), 0, "0", 0, 0.999999, 0, "a number in [0, 1)", NULL, NULL},
+    {"train", "weight_decay", K_FLOAT, F(weight_decay), 0, "0", 0, 1e3, 0, "a non-negative number", NULL, NULL},
+    {"train", "beta1", K_FLOAT, F(beta1), 0, "0.9", 0, 0.999999, 0, "a number in [0, 1)", NULL, NULL},
+    {"train", "beta2", K_FLOAT, F(beta2), 0, "0.999", 0, 0.999999, 0, "a number in [0, 1)", NULL, NULL},
+    {"train", "eps", K_FLOAT, F(eps), 0, "1e-8", 0, 1, 1, "a positive number", NULL, NULL},
+    {"train", "lr_schedule", K_ENUM, F(lr_schedule), 0, "constant", 0, 0, 0, NULL, "constant|step|cosine", schedule_v},
+    {"train", "warmup_epochs", K_FLOAT, F(warmup_epochs), 0, "0", 0, 1e9, 0, "a non-negative number of epochs", NULL, NULL},
+    {"train", "lr_step_epochs", K_FLOAT, F(lr_step_epochs), 0, "10", 0, 1e9, 1, "a positive number of epochs", NULL, NULL},
+    {"train", "lr_gamma", K_FLOAT, F(lr_gamma), 0, "0.1", 0, 1, 1, "a number in (0, 1]", NULL, NULL},
+    {"train", "min_lr", K_FLOAT, F(min_lr), 0, "0", 0, 1e6, 0, "a non-negative number", NULL, NULL},
+    {"train", "scale_lr_with_batch", K_BOOL, F(scale_lr_with_batch), 0, "false", 0, 0, 0, "true or false", NULL, NULL},
+    {"train", "base_batch", K_INT, F(base_batch), 0, "128", 1, 1 << 30, 0, "a positive integer", NULL, NULL},
+    {"train", "clip_norm", K_FLOAT, F(clip_norm), 0, "0", 0, 1e30, 0, "a non-negative number (0 = off)", NULL, NULL},
     {"train", "blas_threads", K_INT, F(blas_threads), 0, "1", 1, 1024, 0, "an integer in [1, 1024]", NULL, NULL},
     {"checkpoint", "dir", K_STR, F(ckpt_dir), S(ckpt_dir), "checkpoints", 0, 0, 0, "a directory path", NULL, NULL},
     {"checkpoint", "every", K_INT, F(ckpt_every), 0, "1", 0, 1e9, 0, "a non-negative integer", NULL, NULL},
@@ -423,7 +439,7 @@ void nn_config_print(const nn_config *cfg, FILE *f) {
  * agree with its checkpoint on all of them. */
 static const char *const shape_keys[] = {"model.layers", "model.activation", "model.output", "model.loss", NULL};
 static const char *const trajectory_keys[] = {"model.seed", "data.shuffle", "data.partitions",
-                                              "train.batch_size", NULL};
+                                              "train.batch_size", "train.optimizer", NULL};
 
 void nn_config_keys_string(const nn_config *cfg, int which, char *buf, size_t n) {
   const char *const *list = which == NN_KEYS_SHAPE ? shape_keys : trajectory_keys;

@@ -4,6 +4,8 @@
  *             dC/db^l = sum over the batch of delta^l;  dC/dW^l = (delta^l)^T a^{l-1} */
 #include "nnmpi/model.h"
 
+#include "nnmpi/rng.h"
+
 #include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
@@ -32,14 +34,17 @@ int nn_layout_init(nn_layout *lay, const int *sizes, int n_sizes, nn_error *e) {
 }
 
 int nn_model_init(nn_model *m, const nn_layout *lay, nn_act hidden, nn_act output, nn_loss loss,
-                  size_t batch_cap, nn_error *e) {
+                  float dropout, size_t batch_cap, nn_error *e) {
   memset(m, 0, sizeof *m);
   m->lay = *lay;
   m->hidden = hidden;
   m->output = output;
   m->loss = loss;
   m->batch_cap = batch_cap;
-  size_t width_sum = 0, width_max = 0;
+  m->dropout = dropout;
+  size_t width_sum = 0, width_max = 0, hidden_sum = 0;
+  for (int l = 1; l < lay->L; l++) hidden_sum += (size_t)lay->n[l];
+  if (dropout <= 0) hidden_sum = 0;
   for (int l = 0; l <= lay->L; l++) {
     width_sum += (size_t)lay->n[l];
     if ((size_t)lay->n[l] > width_max) width_max = (size_t)lay->n[l];
@@ -48,16 +53,21 @@ int nn_model_init(nn_model *m, const nn_layout *lay, nn_act hidden, nn_act outpu
     return nn_fail(e, NN_ENOMEM, "activation buffers for batch %zu overflow", batch_cap);
   m->acts = malloc(batch_cap * width_sum * sizeof(float));
   m->delta[0] = malloc(2 * batch_cap * width_max * sizeof(float));
-  if (!m->acts || !m->delta[0]) {
+  m->mask[0] = hidden_sum ? malloc(batch_cap * hidden_sum * sizeof(float)) : NULL;
+  if (!m->acts || !m->delta[0] || (hidden_sum && !m->mask[0])) {
     nn_model_free(m);
     return nn_fail(e, NN_ENOMEM, "cannot allocate %zu MiB of activations",
                    (batch_cap * (width_sum + 2 * width_max) * sizeof(float)) >> 20);
   }
   m->delta[1] = m->delta[0] + batch_cap * width_max;
-  float *p = m->acts;
+  float *p = m->acts, *q = m->mask[0];
   for (int l = 0; l <= lay->L; l++) {
     m->a[l] = p;
     p += batch_cap * (size_t)lay->n[l];
+  }
+  for (int l = 1; q && l < lay->L; l++) {
+    m->mask[l] = q;
+    q += batch_cap * (size_t)lay->n[l];
   }
   return 0;
 }
@@ -66,7 +76,8 @@ void nn_model_free(nn_model *m) {
   if (!m) return;
   free(m->acts);
   free(m->delta[0]);
-  m->acts = m->delta[0] = m->delta[1] = NULL;
+  free(m->mask[0]);
+  m->acts = m->delta[0] = m->delta[1] = m->mask[0] = NULL;
 }
 
 void nn_dense_forward(float *z, const float *a_prev, const float *W, const float *b, size_t B,
@@ -134,6 +145,32 @@ void nn_activate_backward(float *delta, const float *a, nn_act act, size_t count
   }
 }
 
+void nn_dropout_forward(float *a, float *mask, float p, uint64_t key, const size_t *rows, size_t B, int n) {
+  float keep = 1.0f / (1.0f - p);
+  for (size_t i = 0; i < B; i++) {
+    nn_rng r;
+    nn_rng_init(&r, nn_rng_key(key, rows[i], 0));
+    for (int j = 0; j < n; j++) {
+      size_t at = i * (size_t)n + (size_t)j;
+      mask[at] = nn_rng_uniform(&r) < p ? 0.0f : keep;
+      a[at] *= mask[at];
+    }
+  }
+}
+
+void nn_dropout_backward(float *delta, const float *a, const float *mask, nn_act act, size_t count) {
+  for (size_t i = 0; i < count; i++) {
+    if (mask[i] == 0.0f) {
+      delta[i] = 0.0f;
+      continue;
+    }
+    float s = a[i] / mask[i]; /* the activation before dropout */
+    float d = act == NN_ACT_RELU ? (s > 0.0f) : act == NN_ACT_SIGMOID ? s * (1.0f - s)
+            : act == NN_ACT_TANH ? 1.0f - s * s : 1.0f;
+    delta[i] *= mask[i] * d;
+  }
+}
+
 /* Target of output j for sample i: one-hot of an integer label, or a float target. */
 static inline float target(const int32_t *labels, const float *targets, size_t i, int j, int n) {
   return labels ? (float)(labels[i] == j) : targets[i * (size_t)n + j];
@@ -198,6 +235,9 @@ double nn_model_forward(nn_model *m, const float *params, size_t B, const int32_
     nn_dense_forward(m->a[l], m->a[l - 1], params + lay->W_off[l], params + lay->b_off[l], B,
                      lay->n[l - 1], lay->n[l]);
     if (l < lay->L) nn_activate(m->a[l], m->hidden, B, lay->n[l]);
+    if (l < lay->L && m->dropout > 0 && m->dropout_rows)
+      nn_dropout_forward(m->a[l], m->mask[l], m->dropout, m->dropout_key + (uint64_t)l, m->dropout_rows, B,
+                         lay->n[l]);
   }
   return nn_output_forward(m->a[lay->L], m->output, m->loss, labels, targets, B, lay->n[lay->L]);
 }
@@ -211,7 +251,10 @@ void nn_model_backward(nn_model *m, const float *params, float *grad, size_t B,
     nn_dense_backward(grad + lay->W_off[l], grad + lay->b_off[l], l > 1 ? d_prev : NULL, d,
                       m->a[l - 1], params + lay->W_off[l], B, lay->n[l - 1], lay->n[l]);
     if (l > 1) {
-      nn_activate_backward(d_prev, m->a[l - 1], m->hidden, B * (size_t)lay->n[l - 1]);
+      if (m->dropout > 0 && m->dropout_rows)
+        nn_dropout_backward(d_prev, m->a[l - 1], m->mask[l - 1], m->hidden, B * (size_t)lay->n[l - 1]);
+      else
+        nn_activate_backward(d_prev, m->a[l - 1], m->hidden, B * (size_t)lay->n[l - 1]);
       float *t = d;
       d = d_prev;
       d_prev = t;

@@ -29,7 +29,12 @@
  * extra communication cost. */
 enum { CTL_STOP, CTL_CHECKPOINT, NN_CONTROL };
 
-static const char *const state_names[NN_MAX_STATE] = {"velocity", "second_moment"};
+/* Names of the optimizer's state buffers in checkpoints (/optimizer/<name>/W1 ...). */
+static const char *const *state_names_of(nn_optimizer kind) {
+  static const char *const velocity[NN_MAX_STATE] = {"velocity", NULL};
+  static const char *const moments[NN_MAX_STATE] = {"first_moment", "second_moment"};
+  return kind == NN_OPT_ADAM || kind == NN_OPT_ADAMW ? moments : velocity;
+}
 
 volatile sig_atomic_t nn_stop_signal = 0;
 
@@ -57,9 +62,14 @@ typedef struct trainer {
                                       extra slots after the gradient (see train_step) */
   float *state[NN_MAX_STATE];      /* optimizer buffers, same layout */
   int n_state;
+  const char *const *state_names;
+  nn_optim_params optim;           /* lr is set every step from the schedule */
+  nn_schedule schedule;
+  double lr;                       /* learning rate of the latest step */
   nn_ckpt_meta start;              /* where training resumes (zero for a fresh start) */
   double last_ckpt_time;
   size_t *order, *rows;            /* epoch visiting order, rows of the current step */
+  size_t *row_ids;                 /* global row ids of the current step (keys of dropout) */
   int32_t *batch_labels;           /* (local_batch) */
   float *batch_targets;            /* (local_batch, n_out) */
   FILE *metrics;
@@ -175,7 +185,7 @@ static int resume_from(trainer *T, const char *path, nn_error *e) {
                      which == NN_KEYS_SHAPE ? "the model's shape must not change"
                                             : "these keys fix the sequence of batches");
   }
-  if (nn_ckpt_read(path, &T->model.lay, T->params, T->n_state, T->state, state_names, m, e)) return e->code;
+  if (nn_ckpt_read(path, &T->model.lay, T->params, T->n_state, T->state, T->state_names, m, e)) return e->code;
   if (m->step != m->epoch * (long)T->shard.steps + m->step_in_epoch || m->step_in_epoch >= (long)T->shard.steps)
     return nn_fail(e, NN_ECKPT, "%s: cannot resume: step %ld (epoch %ld + %ld steps) does not fit "
                    "%zu steps per epoch here (did the training file change?)", path, m->step,
@@ -259,18 +269,30 @@ static int setup(trainer *T, nn_error *e) {
   nn_layout lay;
   size_t n_out = (size_t)cfg->sizes[cfg->n_sizes - 1], B = T->shard.local_batch;
   if (nn_layout_init(&lay, cfg->sizes, cfg->n_sizes, e) == 0 &&
-      nn_model_init(&T->model, &lay, cfg->activation, cfg->output, cfg->loss, B > EVAL_ROWS ? B : EVAL_ROWS, e) == 0) {
+      nn_model_init(&T->model, &lay, cfg->activation, cfg->output, cfg->loss, (float)cfg->dropout,
+                    B > EVAL_ROWS ? B : EVAL_ROWS, e) == 0) {
     size_t bytes = lay.n_params * sizeof(float);
     T->params = malloc(bytes);
     T->grad = malloc(bytes + NN_CONTROL * sizeof(float));
-    T->n_state = cfg->momentum > 0 ? 1 : 0;
+    T->optim = (nn_optim_params){.kind = cfg->optimizer, .momentum = (float)cfg->momentum,
+                                 .beta1 = (float)cfg->beta1, .beta2 = (float)cfg->beta2,
+                                 .eps = (float)cfg->eps, .weight_decay = (float)cfg->weight_decay};
+    T->n_state = nn_optim_state_count(&T->optim);
+    T->state_names = state_names_of(cfg->optimizer);
+    double steps = (double)T->shard.steps;
+    T->schedule = (nn_schedule){
+        .kind = cfg->lr_schedule,
+        .base_lr = cfg->learning_rate * (cfg->scale_lr_with_batch ? (double)cfg->batch_size / (double)cfg->base_batch : 1.0),
+        .warmup_steps = cfg->warmup_epochs * steps, .total_steps = (double)cfg->epochs * steps,
+        .step_every = cfg->lr_step_epochs * steps, .gamma = cfg->lr_gamma, .min_lr = cfg->min_lr};
     for (int i = 0; i < T->n_state; i++)
       if (!(T->state[i] = calloc(lay.n_params, sizeof(float)))) nn_fail(e, NN_ENOMEM, "out of memory");
     T->order = malloc((T->shard.row_end - T->shard.row_begin) * sizeof(size_t));
     T->rows = malloc(B * sizeof(size_t));
+    T->row_ids = malloc(B * sizeof(size_t));
     T->batch_labels = malloc(B * sizeof(int32_t));
     T->batch_targets = malloc(B * n_out * sizeof(float));
-    if (!T->params || !T->grad || !T->order || !T->rows ||
+    if (!T->params || !T->grad || !T->order || !T->rows || !T->row_ids ||
         !T->batch_labels || !T->batch_targets)
       nn_fail(e, NN_ENOMEM, "cannot allocate the model's buffers (%zu parameters)", lay.n_params);
   }
@@ -300,6 +322,7 @@ static void teardown(trainer *T) {
   for (int i = 0; i < T->n_state; i++) free(T->state[i]);
   free(T->order);
   free(T->rows);
+  free(T->row_ids);
   free(T->batch_labels);
   free(T->batch_targets);
   if (T->metrics) fclose(T->metrics);
@@ -314,6 +337,7 @@ static void gather_batch(trainer *T, size_t k) {
   nn_shard_batch_rows(T->rows, &T->shard, T->order, k);
   for (size_t i = 0; i < T->shard.local_batch; i++) {
     size_t r = T->rows[i];
+    T->row_ids[i] = d->row_begin + r;
     memcpy(T->model.a[0] + i * F, d->X + r * F, F * sizeof(float));
     if (d->labels) T->batch_labels[i] = d->labels[r];
     else memcpy(T->batch_targets + i * n_out, d->targets + r * n_out, n_out * sizeof(float));
@@ -334,6 +358,8 @@ static int train_step(trainer *T, size_t k, long step, double *sums, nn_error *e
   gather_batch(T, k);
   double t1 = now();
   memset(T->grad, 0, n * sizeof(float));
+  m->dropout_rows = T->row_ids;
+  m->dropout_key = nn_rng_key(cfg->seed, (uint64_t)step, 0xd120u);
   sums[0] += nn_model_forward(m, T->params, B, labels, targets);
   if (labels) sums[1] += (double)nn_count_correct(m->a[m->lay.L], labels, B, m->lay.n[m->lay.L]);
   nn_model_backward(m, T->params, T->grad, B, labels, targets);
@@ -348,8 +374,12 @@ static int train_step(trainer *T, size_t k, long step, double *sums, nn_error *e
   if (!nn_all_finite(T->grad, n))
     return nn_fail(e, NN_ENUMERIC, "step %ld: the gradient holds NaN or Inf (learning rate too "
                    "high, or bad input values?); stopped, earlier checkpoints are kept", step);
-  nn_sgd_step(T->params, T->state[0], T->grad, n, (float)cfg->learning_rate, (float)cfg->momentum,
-              1.0f / (float)cfg->batch_size);
+  float scale = 1.0f / (float)cfg->batch_size; /* summed gradient -> mean */
+  if (cfg->clip_norm > 0) /* the same reduced gradient everywhere: the same factor everywhere */
+    nn_scale(T->grad, n, nn_clip_factor(nn_sumsq(T->grad, n), scale, (float)cfg->clip_norm));
+  T->lr = nn_schedule_lr(&T->schedule, step - 1);
+  T->optim.lr = (float)T->lr;
+  nn_optim_step(T->params, T->state[0], T->state[1], T->grad, n, &T->optim, step, scale);
   double t4 = now();
   T->t.io += t1 - t0;
   T->t.compute += (t2 - t1) + (t4 - t3);
@@ -363,6 +393,7 @@ static int evaluate(trainer *T, double out[3], nn_error *e) {
   const nn_dataset *d = &T->test;
   size_t F = d->info.n_features, n_out = (size_t)m->lay.n[m->lay.L];
   float *input = m->a[0];
+  m->dropout_rows = NULL; /* no dropout at evaluation */
   out[0] = out[1] = 0.0;
   out[2] = (double)d->n_local;
   for (size_t r = 0; r < d->n_local; r += m->batch_cap) {
@@ -388,7 +419,7 @@ static int write_checkpoint(trainer *T, long epochs_done, long in_epoch, long st
                          .world_size = T->world, .epoch_sums = {total[0], total[1], total[2]}};
     const float *const *state = (const float *const *)T->state;
     if (nn_ckpt_write(path, T->cfg, T->config_text, &T->model.lay, T->params, T->n_state, state,
-                      state_names, &meta, e) == 0)
+                      T->state_names, &meta, e) == 0)
       nn_ckpt_prune(T->cfg->ckpt_dir, T->cfg->ckpt_keep);
   }
   T->last_ckpt_time = now();
@@ -402,7 +433,7 @@ static void json_number(FILE *f, const char *key, double v) {
 
 typedef struct epoch_report {
   long epoch, step;
-  double train_loss, train_acc, test_loss, test_acc, samples_per_s, time_s;
+  double train_loss, train_acc, test_loss, test_acc, samples_per_s, time_s, lr;
   timers t;
 } epoch_report;
 
@@ -411,8 +442,8 @@ static void report_epoch(const trainer *T, const epoch_report *r) {
   if (isfinite(r->train_acc)) printf("  train_acc %6.2f%%", 100.0 * r->train_acc);
   if (T->have_test) printf("  test_loss %.4f", r->test_loss);
   if (isfinite(r->test_acc)) printf("  test_acc %6.2f%%", 100.0 * r->test_acc);
-  printf("  | %.0f samples/s  %.2fs: compute %.2f comm %.2f io %.2f eval %.2f ckpt %.2f\n",
-         r->samples_per_s, r->time_s, r->t.compute, r->t.comm, r->t.io, r->t.eval, r->t.ckpt);
+  printf("  lr %.3g  | %.0f samples/s  %.2fs: compute %.2f comm %.2f io %.2f eval %.2f ckpt %.2f\n",
+         r->lr, r->samples_per_s, r->time_s, r->t.compute, r->t.comm, r->t.io, r->t.eval, r->t.ckpt);
   fflush(stdout);
   if (!T->metrics) return;
   FILE *f = T->metrics;
@@ -421,6 +452,7 @@ static void report_epoch(const trainer *T, const epoch_report *r) {
   json_number(f, "train_accuracy", r->train_acc);
   json_number(f, "test_loss", r->test_loss);
   json_number(f, "test_accuracy", r->test_acc);
+  json_number(f, "lr", r->lr);
   json_number(f, "samples_per_s", r->samples_per_s);
   json_number(f, "time_s", r->time_s);
   json_number(f, "time_compute_s", r->t.compute);
@@ -482,7 +514,8 @@ static int run_epochs(trainer *T, nn_error *e) {
     double seen_now = (double)(T->shard.steps - k0) * (double)cfg->batch_size;
     epoch_report r = {.epoch = epoch, .step = step, .train_loss = epoch_sums[0] / seen,
                       .train_acc = T->train.labels ? epoch_sums[1] / seen : NAN,
-                      .test_loss = NAN, .test_acc = NAN, .samples_per_s = seen_now / train_time};
+                      .test_loss = NAN, .test_acc = NAN, .samples_per_s = seen_now / train_time,
+                      .lr = T->lr};
     if (T->have_test) {
       double t0 = now(), ev[3];
       if (evaluate(T, ev, e)) return e->code;

@@ -51,7 +51,7 @@ static double act_ref(double z, nn_act act) {
  * MSE 1/2 ||y - a||^2, softmax cross-entropy -sum y log a, sigmoid cross-entropy per output. */
 static double loss_ref(const double *params, const nn_layout *lay, nn_act hidden, nn_act out,
                        nn_loss loss, const float *X, const int32_t *labels, const float *targets,
-                       size_t B) {
+                       size_t B, float *const *masks) {
   double total = 0, a[64], z[64];
   for (size_t i = 0; i < B; i++) {
     int n_prev = lay->n[0];
@@ -72,6 +72,8 @@ static double loss_ref(const double *params, const nn_layout *lay, nn_act hidden
       } else {
         for (int j = 0; j < n; j++) a[j] = act_ref(z[j], act);
       }
+      if (masks && l < lay->L) /* dropout with a fixed mask */
+        for (int j = 0; j < n; j++) a[j] *= masks[l][i * n + j];
       n_prev = n;
     }
     for (int j = 0; j < n_prev; j++) {
@@ -129,7 +131,7 @@ static void test_worked_example(void) {
   CHECK_NEAR(z[1], 156, 0);
   /* and through the whole model with a linear output layer */
   nn_model m;
-  CHECK_INT(nn_model_init(&m, &lay, NN_ACT_RELU, NN_ACT_LINEAR, NN_LOSS_MSE, 1, &e), 0);
+  CHECK_INT(nn_model_init(&m, &lay, NN_ACT_RELU, NN_ACT_LINEAR, NN_LOSS_MSE, 0, 1, &e), 0);
   m.a[0][0] = 10, m.a[0][1] = 20;
   float target[2] = {100, 150};
   double loss = nn_model_forward(&m, params, 1, NULL, target);
@@ -140,14 +142,17 @@ static void test_worked_example(void) {
 }
 
 /* Backprop against central differences of loss_ref; fails on an all-zero gradient too. */
-static void gradient_check(nn_act hidden, nn_act out, nn_loss loss, int use_labels) {
+static void gradient_check(nn_act hidden, nn_act out, nn_loss loss, int use_labels, float dropout) {
   enum { B = 4 };
   int sizes[] = {5, 7, 6, 4};
   nn_layout lay;
   nn_model m;
   nn_error e = {0};
   nn_layout_init(&lay, sizes, 4, &e);
-  CHECK_INT(nn_model_init(&m, &lay, hidden, out, loss, B, &e), 0);
+  CHECK_INT(nn_model_init(&m, &lay, hidden, out, loss, dropout, B, &e), 0);
+  size_t rows[B] = {11, 3, 40, 7};
+  m.dropout_key = 99;
+  m.dropout_rows = dropout > 0 ? rows : NULL;
   nn_rng r;
   nn_rng_init(&r, 100 + hidden * 10 + out * 3 + loss);
   size_t n = lay.n_params;
@@ -165,15 +170,16 @@ static void gradient_check(nn_act hidden, nn_act out, nn_loss loss, int use_labe
   nn_model_backward(&m, params, grad, B, lab, tgt);
 
   for (size_t i = 0; i < n; i++) pd[i] = params[i];
-  double l0 = loss_ref(pd, &lay, hidden, out, loss, X, lab, tgt, B);
+  float *const *masks = dropout > 0 ? m.mask : NULL;
+  double l0 = loss_ref(pd, &lay, hidden, out, loss, X, lab, tgt, B, masks);
   CHECK_NEAR(lf, l0, 1e-4 * (1 + fabs(l0)));
   double max_err = 0, max_g = 0, max_bp = 0, h = 1e-5;
   for (size_t i = 0; i < n; i++) {
     double keep = pd[i];
     pd[i] = keep + h;
-    double lp = loss_ref(pd, &lay, hidden, out, loss, X, lab, tgt, B);
+    double lp = loss_ref(pd, &lay, hidden, out, loss, X, lab, tgt, B, masks);
     pd[i] = keep - h;
-    double lm = loss_ref(pd, &lay, hidden, out, loss, X, lab, tgt, B);
+    double lm = loss_ref(pd, &lay, hidden, out, loss, X, lab, tgt, B, masks);
     pd[i] = keep;
     double g = (lp - lm) / (2 * h);
     max_err = fmax(max_err, fabs(g - grad[i]));
@@ -181,9 +187,9 @@ static void gradient_check(nn_act hidden, nn_act out, nn_loss loss, int use_labe
     max_bp = fmax(max_bp, fabs(grad[i]));
   }
   if (!(max_g > 1e-3 && max_bp > 1e-3 && max_err <= 2e-3 * max_g)) {
-    fprintf(stderr, "gradient check failed: hidden %s, output %s, loss %s, %s: max |fd - bp| = %g, "
+    fprintf(stderr, "gradient check failed: hidden %s, output %s, loss %s, %s, dropout %g: max |fd - bp| = %g, "
             "max |fd| = %g, max |bp| = %g\n", nn_act_name(hidden), nn_act_name(out), nn_loss_name(loss),
-            use_labels ? "labels" : "targets", max_err, max_g, max_bp);
+            use_labels ? "labels" : "targets", dropout, max_err, max_g, max_bp);
     test_failures++;
   }
   free(params);
@@ -201,11 +207,35 @@ static void test_gradients(void) {
       for (int l = 0; l < 2; l++) {
         nn_loss loss = l ? NN_LOSS_MSE : NN_LOSS_CROSS_ENTROPY;
         if (outs[o] == NN_ACT_LINEAR && loss == NN_LOSS_CROSS_ENTROPY) continue; /* refused by config */
-        gradient_check(hidden[h], outs[o], loss, 1);
-        if (outs[o] != NN_ACT_SOFTMAX) gradient_check(hidden[h], outs[o], loss, 0);
+        gradient_check(hidden[h], outs[o], loss, 1, 0);
+        if (outs[o] != NN_ACT_SOFTMAX) gradient_check(hidden[h], outs[o], loss, 0, 0);
+        if (outs[o] == NN_ACT_SOFTMAX) gradient_check(hidden[h], outs[o], loss, 1, 0.3f);
         checked++;
       }
   CHECK_INT(checked, 15);
+}
+
+/* Dropout masks: about p of the units dropped, the rest scaled by 1/(1-p); the mask of a row
+ * depends on its row id, not on its position in the batch. */
+static void test_dropout_mask(void) {
+  enum { B = 64, N = 100 };
+  static float a[B * N], mask[B * N], a2[2 * N], mask2[2 * N];
+  size_t rows[B], rows2[2];
+  for (int i = 0; i < B; i++) rows[i] = 1000 + (size_t)i;
+  for (int i = 0; i < B * N; i++) a[i] = 1.0f;
+  nn_dropout_forward(a, mask, 0.25f, 5, rows, B, N);
+  int dropped = 0;
+  for (int i = 0; i < B * N; i++) {
+    dropped += mask[i] == 0.0f;
+    CHECK(mask[i] == 0.0f || fabsf(mask[i] - 1.0f / 0.75f) < 1e-6f);
+    CHECK(a[i] == mask[i]);
+  }
+  CHECK(dropped > 0.22 * B * N && dropped < 0.28 * B * N);
+  rows2[0] = rows[17], rows2[1] = rows[3]; /* the same rows elsewhere in another batch */
+  for (int i = 0; i < 2 * N; i++) a2[i] = 1.0f;
+  nn_dropout_forward(a2, mask2, 0.25f, 5, rows2, 2, N);
+  CHECK(memcmp(mask2, mask + 17 * N, N * sizeof(float)) == 0);
+  CHECK(memcmp(mask2 + N, mask + 3 * N, N * sizeof(float)) == 0);
 }
 
 static void test_layout(void) {
@@ -228,5 +258,6 @@ int main(void) {
   test_kernels_match_reference();
   test_worked_example();
   test_gradients();
+  test_dropout_mask();
   TEST_MAIN_END();
 }

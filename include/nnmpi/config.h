@@ -9,6 +9,7 @@
 #include <stdio.h>
 
 #include "nnmpi/error.h"
+#include "nnmpi/optim.h"
 
 #define NN_MAX_LAYERS 32   /* weight layers; the layers key holds up to NN_MAX_LAYERS + 1 sizes */
 #define NN_PATH_MAX 1024
@@ -18,6 +19,7 @@ typedef enum nn_act { NN_ACT_RELU, NN_ACT_SIGMOID, NN_ACT_TANH, NN_ACT_SOFTMAX, 
 typedef enum nn_loss { NN_LOSS_CROSS_ENTROPY, NN_LOSS_MSE } nn_loss;
 typedef enum nn_init { NN_INIT_HE, NN_INIT_XAVIER } nn_init;
 
+
 typedef struct nn_config {
   /* [model] */
   int n_sizes;                       /* entries in layers: input, hidden..., output */
@@ -26,6 +28,7 @@ typedef struct nn_config {
   nn_act output;                     /* output layer */
   nn_loss loss;
   nn_init init;
+  double dropout;                    /* hidden units dropped in training, 0 = off */
   char init_from[NN_PATH_MAX];       /* "" = none */
   uint64_t seed;
   /* [data] */
@@ -39,7 +42,17 @@ typedef struct nn_config {
   long epochs;
   long batch_size;                   /* global */
   double learning_rate;
+  nn_optimizer optimizer;
   double momentum;
+  double weight_decay;
+  double beta1, beta2, eps;          /* Adam, AdamW */
+  nn_schedule_kind lr_schedule;
+  double warmup_epochs;
+  double lr_step_epochs, lr_gamma;   /* step schedule */
+  double min_lr;                     /* cosine floor */
+  int scale_lr_with_batch;           /* lr x batch_size / base_batch (Goyal et al. 2017) */
+  long base_batch;
+  double clip_norm;                  /* max global L2 norm of the mean gradient; 0 = off */
   long blas_threads;
   /* [checkpoint] */
   char ckpt_dir[NN_PATH_MAX];

@@ -33,10 +33,17 @@ typedef struct nn_model {
   float *acts;                       /* a^0 .. a^L, each (batch_cap, n_l), one allocation */
   float *a[NN_MAX_LAYERS + 1];       /* views into acts */
   float *delta[2];                   /* ping-pong (batch_cap, max n_l) for backprop */
+  /* Dropout on hidden layers, active only while dropout_rows is non-NULL (training). The mask
+   * of (layer, sample, unit) depends only on (dropout_key, layer, dropout_rows[sample]), so it is
+   * the same whatever rank processes the sample. */
+  float dropout;                     /* probability of dropping a hidden unit, 0 = off */
+  uint64_t dropout_key;              /* e.g. nn_rng_key(seed, step, ...) */
+  const size_t *dropout_rows;        /* (B) global row ids of the batch */
+  float *mask[NN_MAX_LAYERS + 1];    /* (batch_cap, n_l) per hidden layer: 0 or 1/(1-p) */
 } nn_model;
 
 int nn_model_init(nn_model *m, const nn_layout *lay, nn_act hidden, nn_act output, nn_loss loss,
-                  size_t batch_cap, nn_error *e);
+                  float dropout, size_t batch_cap, nn_error *e);
 void nn_model_free(nn_model *m);
 
 /* Forward pass over the batch of B rows already in m->a[0] (B, n_0). Returns the summed
@@ -63,6 +70,11 @@ void nn_dense_backward(float *dW, float *db, float *delta_prev, const float *del
                        const float *a_prev, const float *W, size_t B, int n_in, int n_out);
 /* In place: a = sigma(z) over (B, n); softmax is per row. */
 void nn_activate(float *a, nn_act act, size_t B, int n);
+/* Inverted dropout of a (B, n) in place: each unit is zeroed with probability p or scaled by
+ * 1/(1-p); mask (B, n) records the factor. Row i draws from the stream nn_rng_key(key, rows[i]). */
+void nn_dropout_forward(float *a, float *mask, float p, uint64_t key, const size_t *rows, size_t B, int n);
+/* delta *= mask * sigma'(z) where a holds the dropped activations a = sigma(z) * mask. */
+void nn_dropout_backward(float *delta, const float *a, const float *mask, nn_act act, size_t count);
 /* In place: delta *= sigma'(z), computed from a = sigma(z) (relu, sigmoid, tanh, linear). */
 void nn_activate_backward(float *delta, const float *a, nn_act act, size_t count);
 /* Output layer: on entry a holds z^L (B, n); on exit a = sigma(z^L). Returns the summed loss

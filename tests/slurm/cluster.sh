@@ -10,7 +10,8 @@
 # Needs root and Debian's `slurm-wlm munge` (Slurm 22.05, MUNGE 0.5); srun --mpi=pmix also needs
 # `libpmix-dev` (the pmix plugin dlopens the unversioned libpmix.so; libopenmpi-dev depends on it).
 # Environment:
-#   NNMPI_SLURM_PORT     slurmctld port (default 16817); slurmd uses the next one (16818)
+#   NNMPI_SLURM_PORT     slurmctld port; slurmd uses the next one. Default: the first free pair
+#                        of 16817/16818, 16827/16828, ...
 #   NNMPI_SLURM_TIMEOUT  seconds to wait for each daemon and for the node to be idle (default 60)
 #
 # Everything lives under DIR, nothing under /etc/slurm, /etc/munge or /run/munge is used or
@@ -129,7 +130,7 @@ healthy() {
 }
 
 do_stop() {
-  local pid jobs end stepds
+  local pid jobs end stepds procs
   # 1. Cancel every job of this cluster so that no job processes outlive it (KillWait is 5 s).
   if pid_of slurmctld > /dev/null && [ -r "$conf" ]; then
     jobs=$(squeue -h -o %A 2>/dev/null | tr '\n' ' ') || jobs=
@@ -149,9 +150,14 @@ do_stop() {
   # A killed slurmd/slurmctld (stale run) leaves its step daemons and their job processes behind:
   # stop the job processes (descendants of our slurmstepds) first, then the slurmstepds.
   stepds=$(our_stepds | tr "\n" " ")
+  # Without their slurmd they cannot shut down cleanly (slurmstepd ignores SIGTERM, srun waits for
+  # its dead step): SIGTERM all job processes at once, 3 s of grace, then SIGKILL everything.
   if [ -n "$stepds" ]; then
-    for pid in $(descendants "$stepds"); do say "stopping leftover job process $pid"; stop_pid job "$pid"; done
-    for pid in $stepds; do say "stopping leftover slurmstepd ($pid)"; stop_pid slurmstepd "$pid"; done
+    procs=$(descendants "$stepds" | tr "\n" " ")
+    say "killing leftover steps of a previous run: slurmstepd $stepds, job processes $procs"
+    for pid in $procs; do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in $procs; do wait_gone "$pid" 3 || kill -KILL "$pid" 2>/dev/null || true; done
+    for pid in $stepds; do kill -KILL "$pid" 2>/dev/null || true; wait_gone "$pid" 5 || true; done
   fi
   if pid=$(pid_of munged); then say "stopping munged ($pid)"; stop_pid munged "$pid"; fi
   rm -f "$mdir/munged.pid"
@@ -206,10 +212,15 @@ do_start() {
   # The munge user must be able to reach DIR/munge (mktemp -d makes DIR 0700).
   chmod 0711 "$dir"
   runuser -u munge -- test -x "$dir" \
-    || die "the munge user cannot reach $dir: a parent directory is not searchable (try a DIR under /tmp)"
+    || die "the munge user cannot reach $dir: make its parent directories searchable (chmod o+x)"
 
-  for port in "$ctld_port" "$slurmd_port"; do
-    port_in_use "$port" && die "port $port is in use (another cluster?); set NNMPI_SLURM_PORT"
+  # Ports: NNMPI_SLURM_PORT if set (an error if taken), else the first free pair of 16817/16818,
+  # 16827/16828, ... so that several clusters (parallel tests, a developer's own) can coexist.
+  local tries=0
+  while port_in_use "$ctld_port" || port_in_use "$slurmd_port"; do
+    [ -z "${NNMPI_SLURM_PORT:-}" ] || die "port $ctld_port or $slurmd_port is in use (another cluster?)"
+    tries=$((tries + 1)); [ $tries -lt 50 ] || die "no free port pair from 16817 to $ctld_port"
+    ctld_port=$((ctld_port + 10)); slurmd_port=$((ctld_port + 1))
   done
 
   # 2. munged as the munge user, with a fresh key of our own and all its files in DIR/munge.

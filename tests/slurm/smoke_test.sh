@@ -9,10 +9,17 @@
 #      which forwards it to the step; 5. the same with `scancel --signal=USR1 --full`
 #   6. `scontrol requeue` + `scontrol update StartTime=now` restarts the job at once with
 #      SLURM_RESTART_COUNT=1, appending to the same log
+#   7. jobs/scaling.sbatch as a small job array appends its CSV rows
 # The cluster is always stopped on exit. Prints `N passed, M failed`; exit 0 only if all pass.
 # Environment: NNMPI_BIN (default build/nnmpi, built with scripts/build if missing),
 #   NNMPI_SLURM_PORT (see cluster.sh), KEEP_SLURM_TEST=1 keeps the temp dir for inspection.
 set -uo pipefail
+
+# Not root or no Slurm: status 77 (for CTest's SKIP_RETURN_CODE), not a pass.
+if [ "$(id -u)" -ne 0 ] || ! command -v slurmctld > /dev/null || ! command -v munged > /dev/null; then
+  echo "SKIP: needs root and the packages slurm-wlm munge (and libpmix-dev for srun --mpi=pmix)"
+  exit 77
+fi
 
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -161,7 +168,24 @@ else
   fail "requeue"; show_log requeue.out; scancel "$jid" 2> /dev/null
 fi
 
-# 7. Stop: every daemon gone.
+# 7. jobs/scaling.sbatch as a 2-task array (1 and 2 ranks) on a tiny problem: two CSV rows with
+#    metrics and exit status 0.
+data_bin=${NNMPI_DATA_BIN:-$(dirname "$bin")/nnmpi-data}
+t=$SECONDS
+mkdir -p logs
+printf '[model]\nlayers = 16, 8, 4\n[data]\ntrain = tiny.h5\n[train]\nepochs = 2\nbatch_size = 64\nlearning_rate = 0.05\n' > tiny.ini
+if ! "$data_bin" synth tiny.h5 --samples 2000 --features 16 --classes 4 --seed 1 > /dev/null 2>&1; then
+  fail "scaling.sbatch: $data_bin synth failed"
+elif SCALING_RANKS="1 2" SCALING_CSV=scaling.csv submit_wait --array=0-1 "$root/jobs/scaling.sbatch" tiny.ini > /dev/null \
+   && [ "$(wc -l < scaling.csv)" = 3 ] \
+   && [ "$(awk -F, 'NR > 1 && $7 == 2 && $8 > 0 && $NF == 0 { n++ } END { print n + 0 }' scaling.csv)" = 2 ] \
+   && [ "$(cut -d, -f3 scaling.csv | sed 1d | sort | tr '\n' ' ')" = "1 2 " ]; then
+  pass "jobs/scaling.sbatch array 1,2 ranks: 2 CSV rows ($((SECONDS - t))s)"
+else
+  fail "jobs/scaling.sbatch"; show_log scaling.csv; for f in logs/scaling-*.out; do show_log "$f"; done
+fi
+
+# 8. Stop: every daemon gone.
 t=$SECONDS
 "$here/cluster.sh" stop "$cluster" 2> /dev/null
 if "$here/cluster.sh" status "$cluster" > /dev/null 2>&1; then fail "cluster still up after stop"
