@@ -124,6 +124,7 @@ int nn_ckpt_write(const char *path, const nn_config *cfg, const char *config_tex
 
   int version = NN_CKPT_VERSION, sizes[NN_MAX_LAYERS + 1];
   long long epoch = meta->epoch, step = meta->step, in_epoch = meta->step_in_epoch;
+  long long best_epoch = meta->best_epoch;
   long long seed = (long long)cfg->seed;
   int world = meta->world_size;
   char shape[NN_KEYS_MAX], trajectory[NN_KEYS_MAX];
@@ -136,6 +137,8 @@ int nn_ckpt_write(const char *path, const nn_config *cfg, const char *config_tex
       set_attr(f, "step", H5T_NATIVE_LLONG, H5T_STD_I64LE, 1, &step) ||
       set_attr(f, "step_in_epoch", H5T_NATIVE_LLONG, H5T_STD_I64LE, 1, &in_epoch) ||
       set_attr(f, "epoch_sums", H5T_NATIVE_DOUBLE, H5T_IEEE_F64LE, 3, meta->epoch_sums) ||
+      set_attr(f, "best_val_loss", H5T_NATIVE_DOUBLE, H5T_IEEE_F64LE, 1, &meta->best_val_loss) ||
+      set_attr(f, "best_epoch", H5T_NATIVE_LLONG, H5T_STD_I64LE, 1, &best_epoch) ||
       set_attr(f, "world_size", H5T_NATIVE_INT, H5T_STD_I32LE, 1, &world) ||
       set_attr(f, "seed", H5T_NATIVE_LLONG, H5T_STD_I64LE, 1, &seed) ||
       set_attr(f, "layers", H5T_NATIVE_INT, H5T_STD_I32LE, (size_t)lay->L + 1, sizes) ||
@@ -238,6 +241,9 @@ int nn_ckpt_read(const char *path, const nn_layout *lay, float *params, int n_st
     get_attr(f, "world_size", H5T_NATIVE_INT, &world);
     get_attr(f, "step_in_epoch", H5T_NATIVE_LLONG, &in_epoch);
     get_attr(f, "epoch_sums", H5T_NATIVE_DOUBLE, meta->epoch_sums);
+    long long best_epoch = 0;
+    get_attr(f, "best_val_loss", H5T_NATIVE_DOUBLE, &meta->best_val_loss);
+    if (get_attr(f, "best_epoch", H5T_NATIVE_LLONG, &best_epoch) == 0) meta->best_epoch = (long)best_epoch;
     get_attr(f, "shape_keys", kt, meta->shape_keys);
     get_attr(f, "trajectory_keys", kt, meta->trajectory_keys);
     if (lay) rc = read_layers(f, "model", lay, params, path, e);
@@ -333,7 +339,7 @@ int nn_ckpt_prepare_dir(const char *dir, nn_error *e) {
   DIR *d = opendir(dir);
   struct dirent *ent;
   while (d && (ent = readdir(d))) { /* temporaries of a writer that was killed mid-write */
-    if (strncmp(ent->d_name, "ckpt-", 5) == 0 && strstr(ent->d_name, ".h5.tmp.")) {
+    if (strstr(ent->d_name, ".h5.tmp.")) {
       snprintf(probe, sizeof probe, "%s/%s", dir, ent->d_name);
       unlink(probe);
     }

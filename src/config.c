@@ -54,8 +54,11 @@ static const key keys[] = {
     {"data", "features", K_STR, F(features), S(features), "X", 0, 0, 0, "a dataset name", NULL, NULL},
     {"data", "labels", K_STR, F(labels), S(labels), "y", 0, 0, 0, "a dataset name", NULL, NULL},
     {"data", "shuffle", K_BOOL, F(shuffle), 0, "true", 0, 0, 0, "true or false", NULL, NULL},
+    {"data", "validation_fraction", K_FLOAT, F(validation_fraction), 0, "0", 0, 0.9, 0,
+     "a number in [0, 0.9]", NULL, NULL},
     {"data", "partitions", K_INT, F(partitions), 0, "auto", 1, 1 << 20, 0,
      "auto or an integer in [1, 1048576]", NULL, NULL},
+    {"train", "patience", K_INT, F(patience), 0, "0", 0, 1e9, 0, "a non-negative integer (0 = off)", NULL, NULL},
     {"train", "epochs", K_INT, F(epochs), 0, NULL, 1, 1e9, 0, "a positive integer", NULL, NULL},
     {"train", "batch_size", K_INT, F(batch_size), 0, "128", 1, 1 << 30, 0, "a positive integer", NULL, NULL},
     {"train", "learning_rate", K_FLOAT, F(learning_rate), 0, NULL, 0, 1e6, 1, "a positive number", NULL, NULL},
@@ -314,6 +317,11 @@ static int cross_check(const parse_ctx *c, nn_config *cfg) {
     where(c, find_key("model", "layers"), cfg->line[find_key("model", "layers")], at, sizeof at);
     return nn_fail(c->e, NN_ECONFIG, "%s: softmax output needs at least 2 outputs, got %d", at, out);
   }
+  if (cfg->patience > 0 && cfg->validation_fraction <= 0) {
+    where(c, find_key("train", "patience"), cfg->line[find_key("train", "patience")], at, sizeof at);
+    return nn_fail(c->e, NN_ECONFIG, "%s: early stopping watches the validation loss: set [data] "
+                   "validation_fraction too", at);
+  }
   if ((int)cfg->init < 0) cfg->init = cfg->activation == NN_ACT_RELU ? NN_INIT_HE : NN_INIT_XAVIER;
 
   int kp = find_key("data", "partitions");
@@ -438,7 +446,7 @@ void nn_config_print(const nn_config *cfg, FILE *f) {
 /* Keys that shape the model, and keys that fix the sequence of updates: a resumed run must
  * agree with its checkpoint on all of them. */
 static const char *const shape_keys[] = {"model.layers", "model.activation", "model.output", "model.loss", NULL};
-static const char *const trajectory_keys[] = {"model.seed", "data.shuffle", "data.partitions",
+static const char *const trajectory_keys[] = {"model.seed", "data.shuffle", "data.partitions", "data.validation_fraction",
                                               "train.batch_size", "train.optimizer", NULL};
 
 void nn_config_keys_string(const nn_config *cfg, int which, char *buf, size_t n) {

@@ -262,14 +262,19 @@ void nn_model_backward(nn_model *m, const float *params, float *grad, size_t B,
   }
 }
 
+static int argmax(const float *r, int n) {
+  int best = 0;
+  for (int j = 1; j < n; j++)
+    if (r[j] > r[best]) best = j;
+  return best;
+}
+
 size_t nn_count_correct(const float *a, const int32_t *labels, size_t B, int n) {
   size_t correct = 0;
-  for (size_t i = 0; i < B; i++) {
-    const float *r = a + i * (size_t)n;
-    int best = 0;
-    for (int j = 1; j < n; j++)
-      if (r[j] > r[best]) best = j;
-    correct += best == labels[i];
-  }
+  for (size_t i = 0; i < B; i++) correct += argmax(a + i * (size_t)n, n) == labels[i];
   return correct;
+}
+
+void nn_confusion_add(double *confusion, const float *a, const int32_t *labels, size_t B, int n) {
+  for (size_t i = 0; i < B; i++) confusion[(size_t)labels[i] * (size_t)n + (size_t)argmax(a + i * (size_t)n, n)] += 1.0;
 }

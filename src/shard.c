@@ -9,8 +9,17 @@ size_t nn_partition_begin(size_t n_rows, int P, int p) {
   return q * (size_t)p + r * (size_t)p / (size_t)P;
 }
 
-int nn_shard_init(nn_shard *s, size_t n_rows, size_t batch, int P, int rank, int world, nn_error *e) {
-  *s = (nn_shard){.n_rows = n_rows, .P = P};
+/* Rows of a partition of `size` rows that are held out for validation. */
+static size_t held_out(size_t size, double f) { return (size_t)((double)size * f); }
+
+size_t nn_partition_val_begin(const nn_shard *s, int p) {
+  size_t b = nn_partition_begin(s->n_rows, s->P, p), end = nn_partition_begin(s->n_rows, s->P, p + 1);
+  return end - held_out(end - b, s->val_fraction);
+}
+
+int nn_shard_init(nn_shard *s, size_t n_rows, size_t batch, int P, int rank, int world,
+                  double val_fraction, nn_error *e) {
+  *s = (nn_shard){.n_rows = n_rows, .P = P, .val_fraction = val_fraction};
   if (P < 1 || batch % (size_t)P != 0)
     return nn_fail(e, NN_ECONFIG, "[data] partitions = %d must divide [train] batch_size = %zu", P, batch);
   if (world > P)
@@ -21,7 +30,10 @@ int nn_shard_init(nn_shard *s, size_t n_rows, size_t batch, int P, int rank, int
     return nn_fail(e, NN_ECONFIG, "%d ranks but only %zu training samples", world, n_rows);
   s->rows_per_part_batch = batch / (size_t)P;
   size_t smallest = n_rows / (size_t)P; /* partition sizes differ by at most one row */
+  smallest -= held_out(smallest, val_fraction); /* training rows never grow with fewer rows */
   s->steps = smallest / s->rows_per_part_batch;
+  for (int p = 0; p < P; p++)
+    s->val_rows += nn_partition_begin(n_rows, P, p + 1) - nn_partition_val_begin(s, p);
   if (s->steps == 0)
     return nn_fail(e, NN_ECONFIG, "[train] batch_size = %zu is larger than the training set "
                    "allows (%zu rows in %d partitions of at least %zu rows, %zu needed from each)",
@@ -37,7 +49,7 @@ int nn_shard_init(nn_shard *s, size_t n_rows, size_t batch, int P, int rank, int
 void nn_shard_order(size_t *order, const nn_shard *s, uint64_t seed, long epoch, int shuffle) {
   for (int j = 0; j < s->p_count; j++) {
     int p = s->p_first + j;
-    size_t b = nn_partition_begin(s->n_rows, s->P, p), end = nn_partition_begin(s->n_rows, s->P, p + 1);
+    size_t b = nn_partition_begin(s->n_rows, s->P, p), end = nn_partition_val_begin(s, p);
     size_t *o = order + (b - s->row_begin);
     for (size_t i = 0; i < end - b; i++) o[i] = b - s->row_begin + i;
     if (shuffle) {

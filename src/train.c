@@ -68,6 +68,8 @@ typedef struct trainer {
   double lr;                       /* learning rate of the latest step */
   nn_ckpt_meta start;              /* where training resumes (zero for a fresh start) */
   double last_ckpt_time;
+  double best_val_loss;            /* early stopping: the best validation loss so far */
+  long best_epoch;                 /* ... and its epoch (0 = none yet) */
   size_t *order, *rows;            /* epoch visiting order, rows of the current step */
   size_t *row_ids;                 /* global row ids of the current step (keys of dropout) */
   int32_t *batch_labels;           /* (local_batch) */
@@ -245,7 +247,7 @@ static int setup(trainer *T, nn_error *e) {
   nn_data_info_read(cfg->train, cfg->features, cfg->labels, &info, e);
   if (!e->code) check_data_fits(cfg, &info, cfg->train, e);
   if (!e->code) nn_shard_init(&T->shard, info.n_rows, (size_t)cfg->batch_size, (int)cfg->partitions,
-                              T->rank, T->world, e);
+                              T->rank, T->world, cfg->validation_fraction, e);
   if (nn_comm_agree(e, T->comm)) return e->code;
   long n_classes = info.classification ? cfg->sizes[cfg->n_sizes - 1] : 0;
   if (nn_data_load(&T->train, cfg->train, cfg->features, cfg->labels, T->shard.row_begin,
@@ -387,36 +389,59 @@ static int train_step(trainer *T, size_t k, long step, double *sums, nn_error *e
   return 0;
 }
 
-/* Loss sum, correct count and sample count over the whole test set, reduced over ranks. */
-static int evaluate(trainer *T, double out[3], nn_error *e) {
+/* Evaluate rows [begin, end) of a dataset (local indices) in place, adding the loss sum and the
+ * correct count to out[0..1], and labels x predictions to confusion (C x C) when non-NULL. */
+static void evaluate_rows(trainer *T, const nn_dataset *d, size_t begin, size_t end, double *out,
+                          double *confusion) {
   nn_model *m = &T->model;
-  const nn_dataset *d = &T->test;
   size_t F = d->info.n_features, n_out = (size_t)m->lay.n[m->lay.L];
-  float *input = m->a[0];
-  m->dropout_rows = NULL; /* no dropout at evaluation */
-  out[0] = out[1] = 0.0;
-  out[2] = (double)d->n_local;
-  for (size_t r = 0; r < d->n_local; r += m->batch_cap) {
-    size_t B = d->n_local - r < m->batch_cap ? d->n_local - r : m->batch_cap;
+  for (size_t r = begin; r < end; r += m->batch_cap) {
+    size_t B = end - r < m->batch_cap ? end - r : m->batch_cap;
     m->a[0] = d->X + r * F; /* evaluation reads the shard in place */
     const int32_t *labels = d->labels ? d->labels + r : NULL;
     out[0] += nn_model_forward(m, T->params, B, labels, d->targets ? d->targets + r * n_out : NULL);
     if (labels) out[1] += (double)nn_count_correct(m->a[m->lay.L], labels, B, (int)n_out);
+    if (labels && confusion) nn_confusion_add(confusion, m->a[m->lay.L], labels, B, (int)n_out);
+  }
+}
+
+/* Loss sum, correct count and sample count over the test set (which = 0) or the validation
+ * rows (which = 1), each row exactly once whatever the number of ranks, reduced over ranks.
+ * With confusion non-NULL, also the reduced confusion matrix (C x C doubles). Collective. */
+static int evaluate(trainer *T, int which, double out[3], double *confusion, nn_error *e) {
+  nn_model *m = &T->model;
+  float *input = m->a[0];
+  size_t C = (size_t)m->lay.n[m->lay.L];
+  m->dropout_rows = NULL; /* no dropout at evaluation */
+  out[0] = out[1] = out[2] = 0.0;
+  if (confusion) memset(confusion, 0, C * C * sizeof *confusion);
+  if (which == 0) {
+    evaluate_rows(T, &T->test, 0, T->test.n_local, out, confusion);
+    out[2] = (double)T->test.n_local;
+  } else {
+    for (int j = 0; j < T->shard.p_count; j++) { /* the held-out tail of each own partition */
+      int p = T->shard.p_first + j;
+      size_t b = nn_partition_val_begin(&T->shard, p) - T->shard.row_begin;
+      size_t end = nn_partition_begin(T->shard.n_rows, T->shard.P, p + 1) - T->shard.row_begin;
+      evaluate_rows(T, &T->train, b, end, out, confusion);
+      out[2] += (double)(end - b);
+    }
   }
   m->a[0] = input;
-  return nn_comm_sum_doubles(out, 3, T->comm, e);
+  if (nn_comm_sum_doubles(out, 3, T->comm, e)) return e->code;
+  return confusion ? nn_comm_sum_doubles(confusion, (int)(C * C), T->comm, e) : 0;
 }
 
 /* Rank 0 writes; the outcome is agreed so that a full disk stops every rank together. The
  * epoch sums are reduced first so that a resumed run reports the whole epoch. */
-static int write_checkpoint(trainer *T, long epochs_done, long in_epoch, long step,
-                            const double *sums, char *path, size_t path_len, nn_error *e) {
+static int write_checkpoint_to(trainer *T, const char *path, long epochs_done, long in_epoch,
+                               long step, const double *sums, nn_error *e) {
   double total[3] = {sums[0], sums[1], (double)in_epoch * (double)T->cfg->batch_size};
   if (nn_comm_sum_doubles(total, 2, T->comm, e)) return e->code;
   if (T->rank == 0) {
-    nn_ckpt_path(path, path_len, T->cfg->ckpt_dir, epochs_done, step);
     nn_ckpt_meta meta = {.epoch = epochs_done, .step_in_epoch = in_epoch, .step = step,
-                         .world_size = T->world, .epoch_sums = {total[0], total[1], total[2]}};
+                         .world_size = T->world, .epoch_sums = {total[0], total[1], total[2]},
+                         .best_val_loss = T->best_val_loss, .best_epoch = T->best_epoch};
     const float *const *state = (const float *const *)T->state;
     if (nn_ckpt_write(path, T->cfg, T->config_text, &T->model.lay, T->params, T->n_state, state,
                       T->state_names, &meta, e) == 0)
@@ -426,6 +451,13 @@ static int write_checkpoint(trainer *T, long epochs_done, long in_epoch, long st
   return nn_comm_agree(e, T->comm);
 }
 
+/* The regular checkpoint, named by nn_ckpt_path (its name is returned in path). */
+static int write_checkpoint(trainer *T, long epochs_done, long in_epoch, long step,
+                            const double *sums, char *path, size_t path_len, nn_error *e) {
+  nn_ckpt_path(path, path_len, T->cfg->ckpt_dir, epochs_done, step);
+  return write_checkpoint_to(T, path, epochs_done, in_epoch, step, sums, e);
+}
+
 static void json_number(FILE *f, const char *key, double v) {
   if (isfinite(v)) fprintf(f, ",\"%s\":%.9g", key, v);
   else fprintf(f, ",\"%s\":null", key);
@@ -433,13 +465,15 @@ static void json_number(FILE *f, const char *key, double v) {
 
 typedef struct epoch_report {
   long epoch, step;
-  double train_loss, train_acc, test_loss, test_acc, samples_per_s, time_s, lr;
+  double train_loss, train_acc, val_loss, val_acc, test_loss, test_acc, samples_per_s, time_s, lr;
   timers t;
 } epoch_report;
 
 static void report_epoch(const trainer *T, const epoch_report *r) {
   printf("epoch %3ld/%ld  step %6ld  train_loss %.4f", r->epoch, T->cfg->epochs, r->step, r->train_loss);
   if (isfinite(r->train_acc)) printf("  train_acc %6.2f%%", 100.0 * r->train_acc);
+  if (T->shard.val_rows) printf("  val_loss %.4f", r->val_loss);
+  if (isfinite(r->val_acc)) printf("  val_acc %6.2f%%", 100.0 * r->val_acc);
   if (T->have_test) printf("  test_loss %.4f", r->test_loss);
   if (isfinite(r->test_acc)) printf("  test_acc %6.2f%%", 100.0 * r->test_acc);
   printf("  lr %.3g  | %.0f samples/s  %.2fs: compute %.2f comm %.2f io %.2f eval %.2f ckpt %.2f\n",
@@ -450,6 +484,8 @@ static void report_epoch(const trainer *T, const epoch_report *r) {
   fprintf(f, "{\"epoch\":%ld,\"step\":%ld", r->epoch, r->step);
   json_number(f, "train_loss", r->train_loss);
   json_number(f, "train_accuracy", r->train_acc);
+  json_number(f, "val_loss", r->val_loss);
+  json_number(f, "val_accuracy", r->val_acc);
   json_number(f, "test_loss", r->test_loss);
   json_number(f, "test_accuracy", r->test_acc);
   json_number(f, "lr", r->lr);
@@ -464,11 +500,51 @@ static void report_epoch(const trainer *T, const epoch_report *r) {
   fflush(f);
 }
 
+/* After training: confusion matrix and per-class accuracy on the test set (or the validation
+ * rows when there is no test set), printed and written to the metrics log. Collective. */
+static int final_report(trainer *T, nn_error *e) {
+  size_t C = (size_t)T->model.lay.n[T->model.lay.L];
+  double ev[3], *conf = calloc(C * C, sizeof *conf);
+  if (!conf) return nn_fail(e, NN_ENOMEM, "out of memory for a %zu x %zu confusion matrix", C, C);
+  const char *set = T->have_test ? "test" : "validation";
+  if (evaluate(T, T->have_test ? 0 : 1, ev, conf, e) == 0 && T->rank == 0) {
+    printf("final %s accuracy %.2f%% over %.0f samples; per class (rows: label, columns: predicted):\n",
+           set, 100.0 * ev[1] / ev[2], ev[2]);
+    for (size_t i = 0; i < C && C <= 32; i++) {
+      double row = 0;
+      for (size_t j = 0; j < C; j++) row += conf[i * C + j];
+      printf("  class %3zu: %6.2f%% |", i, row > 0 ? 100.0 * conf[i * C + i] / row : 0.0);
+      for (size_t j = 0; j < C; j++) printf(" %5.0f", conf[i * C + j]);
+      printf("\n");
+    }
+    if (T->metrics) {
+      fprintf(T->metrics, "{\"final\":true,\"set\":\"%s\",\"accuracy\":%.9g,\"per_class_accuracy\":[", set, ev[1] / ev[2]);
+      for (size_t i = 0; i < C; i++) {
+        double row = 0;
+        for (size_t j = 0; j < C; j++) row += conf[i * C + j];
+        fprintf(T->metrics, "%s%.6g", i ? "," : "", row > 0 ? conf[i * C + i] / row : 0.0);
+      }
+      fprintf(T->metrics, "],\"confusion_matrix\":[");
+      for (size_t i = 0; i < C; i++) {
+        fprintf(T->metrics, "%s[", i ? "," : "");
+        for (size_t j = 0; j < C; j++) fprintf(T->metrics, "%s%.0f", j ? "," : "", conf[i * C + j]);
+        fprintf(T->metrics, "]");
+      }
+      fprintf(T->metrics, "]}\n");
+      fflush(T->metrics);
+    }
+  }
+  free(conf);
+  return e->code;
+}
+
 static int run_epochs(trainer *T, nn_error *e) {
   const nn_config *cfg = T->cfg;
   long step = T->start.step, n = (long)T->model.lay.n_params;
   char path[NN_PATH_MAX + 64] = "";
   T->last_ckpt_time = now();
+  T->best_val_loss = T->start.best_epoch ? T->start.best_val_loss : INFINITY;
+  T->best_epoch = T->start.best_epoch;
   if (T->start.epoch >= cfg->epochs && T->rank == 0)
     printf("nothing to do: the checkpoint has %ld epochs done, [train] epochs = %ld\n", T->start.epoch, cfg->epochs);
   for (long epoch = T->start.epoch + 1; epoch <= cfg->epochs; epoch++) {
@@ -514,15 +590,21 @@ static int run_epochs(trainer *T, nn_error *e) {
     double seen_now = (double)(T->shard.steps - k0) * (double)cfg->batch_size;
     epoch_report r = {.epoch = epoch, .step = step, .train_loss = epoch_sums[0] / seen,
                       .train_acc = T->train.labels ? epoch_sums[1] / seen : NAN,
-                      .test_loss = NAN, .test_acc = NAN, .samples_per_s = seen_now / train_time,
+                      .test_loss = NAN, .test_acc = NAN, .val_loss = NAN, .val_acc = NAN,
+                      .samples_per_s = seen_now / train_time,
                       .lr = T->lr};
+    double t_eval = now(), ev[3];
     if (T->have_test) {
-      double t0 = now(), ev[3];
-      if (evaluate(T, ev, e)) return e->code;
+      if (evaluate(T, 0, ev, NULL, e)) return e->code;
       r.test_loss = ev[0] / ev[2];
-      if (T->test.labels) r.test_acc = ev[1] / ev[2];
-      T->t.eval += now() - t0;
+      if (T->train.labels) r.test_acc = ev[1] / ev[2];
     }
+    if (T->shard.val_rows) {
+      if (evaluate(T, 1, ev, NULL, e)) return e->code;
+      r.val_loss = ev[0] / ev[2];
+      if (T->train.labels) r.val_acc = ev[1] / ev[2];
+    }
+    T->t.eval += now() - t_eval;
     if (cfg->perturb_rank == T->rank && epoch == 1) T->params[0] += 1e-3f; /* test hook */
     if (cfg->check_sync_every > 0 && epoch % cfg->check_sync_every == 0) {
       double t0 = now();
@@ -536,14 +618,36 @@ static int run_epochs(trainer *T, nn_error *e) {
       if (write_checkpoint(T, epoch, 0, step, none, path, sizeof path, e)) return e->code;
       T->t.ckpt += now() - t0;
     }
+    int improved = T->shard.val_rows && r.val_loss < T->best_val_loss;
+    if (improved) { /* the best model so far, kept apart from the newest ones */
+      double t0 = now(), none[2] = {0, 0};
+      char best[NN_PATH_MAX + 16];
+      T->best_val_loss = r.val_loss;
+      T->best_epoch = epoch;
+      snprintf(best, sizeof best, "%s/best.h5", cfg->ckpt_dir);
+      if (write_checkpoint_to(T, best, epoch, 0, step, none, e)) return e->code;
+      T->t.ckpt += now() - t0;
+    }
     r.time_s = now() - t_start;
     r.t = T->t;
     if (T->rank == 0) report_epoch(T, &r);
+    if (cfg->patience > 0 && epoch - T->best_epoch >= cfg->patience) {
+      if (T->rank == 0)
+        printf("early stop after epoch %ld: no better validation loss for %ld epochs; best: epoch %ld, "
+               "val_loss %.4f, in %s/best.h5\n", epoch, cfg->patience, T->best_epoch, T->best_val_loss,
+               cfg->ckpt_dir);
+      if (!(cfg->ckpt_every > 0 && epoch % cfg->ckpt_every == 0) && epoch != cfg->epochs) {
+        double none[2] = {0, 0};
+        if (write_checkpoint(T, epoch, 0, step, none, path, sizeof path, e)) return e->code;
+      }
+      break;
+    }
     if (stop && epoch < cfg->epochs)
       return nn_fail(e, NN_EPREEMPTED, "stopped by a signal at the end of epoch %ld (step %ld); "
                      "checkpoint %s written; continue with --resume auto", epoch, step, path);
   }
-  if (T->rank == 0 && path[0]) printf("done: %ld epochs, %ld steps; final checkpoint %s\n", cfg->epochs, step, path);
+  if (T->train.labels && (T->have_test || T->shard.val_rows)) return final_report(T, e);
+  if (T->rank == 0 && path[0]) printf("done: %ld steps; final checkpoint %s\n", step, path);
   return 0;
 }
 

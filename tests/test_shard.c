@@ -14,12 +14,12 @@ static int cmp_size(const void *a, const void *b) {
 }
 
 /* Global rows of step k over all ranks of a world of size N, sorted, into out (returns count). */
-static size_t step_rows(size_t *out, size_t n_rows, size_t B, int P, int N, int shuffle, long epoch, size_t k) {
+static size_t step_rows(size_t *out, size_t n_rows, size_t B, int P, int N, int shuffle, long epoch, size_t k, double val) {
   size_t count = 0, *order = malloc(n_rows * sizeof *order), *rows = malloc(B * sizeof *rows);
   for (int r = 0; r < N; r++) {
     nn_shard s;
     nn_error e = {0};
-    CHECK_INT(nn_shard_init(&s, n_rows, B, P, r, N, &e), 0);
+    CHECK_INT(nn_shard_init(&s, n_rows, B, P, r, N, val, &e), 0);
     nn_shard_order(order, &s, 42, epoch, shuffle);
     nn_shard_batch_rows(rows, &s, order, k);
     for (size_t i = 0; i < s.local_batch; i++) out[count++] = s.row_begin + rows[i];
@@ -30,29 +30,36 @@ static size_t step_rows(size_t *out, size_t n_rows, size_t B, int P, int N, int 
   return count;
 }
 
-static void test_independent_of_world(size_t n_rows, size_t B, int P, int shuffle) {
+static void test_independent_of_world(size_t n_rows, size_t B, int P, int shuffle, double val) {
   nn_shard s1;
   nn_error e = {0};
-  CHECK_INT(nn_shard_init(&s1, n_rows, B, P, 0, 1, &e), 0);
+  CHECK_INT(nn_shard_init(&s1, n_rows, B, P, 0, 1, val, &e), 0);
   size_t ref[MAX_ROWS], got[MAX_ROWS];
+  char held[MAX_ROWS] = {0};
+  size_t n_held = 0;
+  for (int p = 0; p < P; p++)
+    for (size_t r = nn_partition_val_begin(&s1, p); r < nn_partition_begin(n_rows, P, p + 1); r++) held[r] = 1, n_held++;
+  CHECK_INT(n_held, s1.val_rows);
+  if (val > 0) CHECK(n_held >= (size_t)(val * (double)n_rows) - (size_t)P && n_held <= (size_t)(val * (double)n_rows));
   for (long epoch = 1; epoch <= 2; epoch++) {
     char seen[MAX_ROWS] = {0};
     for (size_t k = 0; k < s1.steps; k++) {
-      CHECK_INT(step_rows(ref, n_rows, B, P, 1, shuffle, epoch, k), B);
+      CHECK_INT(step_rows(ref, n_rows, B, P, 1, shuffle, epoch, k, val), B);
       for (size_t i = 0; i < B; i++) {
         CHECK(ref[i] < n_rows);
         CHECK(!seen[ref[i]]); /* at most once an epoch */
+        CHECK(!held[ref[i]]);  /* never a validation row */
         seen[ref[i]] = 1;
       }
       for (int N = 2; N <= 5 && N <= P; N++) {
-        CHECK_INT(step_rows(got, n_rows, B, P, N, shuffle, epoch, k), B);
+        CHECK_INT(step_rows(got, n_rows, B, P, N, shuffle, epoch, k, val), B);
         CHECK(memcmp(ref, got, B * sizeof *ref) == 0);
       }
     }
   }
   /* Shuffling changes the order from epoch to epoch; no shuffling keeps the identity. */
-  step_rows(ref, n_rows, B, P, 1, shuffle, 1, 0);
-  step_rows(got, n_rows, B, P, 1, shuffle, 2, 0);
+  step_rows(ref, n_rows, B, P, 1, shuffle, 1, 0, val);
+  step_rows(got, n_rows, B, P, 1, shuffle, 2, 0, val);
   CHECK_INT(memcmp(ref, got, B * sizeof *ref) != 0, shuffle);
 }
 
@@ -62,7 +69,7 @@ static void test_ranges_tile(void) {
     for (int r = 0; r < N; r++) {
       nn_shard s;
       nn_error e = {0};
-      CHECK_INT(nn_shard_init(&s, 1003, 56, 28, r, N, &e), 0);
+      CHECK_INT(nn_shard_init(&s, 1003, 56, 28, r, N, 0, &e), 0);
       CHECK_INT(s.row_begin, expect);
       expect = s.row_end;
       CHECK_INT(s.local_batch, (size_t)s.p_count * 2);
@@ -84,23 +91,24 @@ static void test_ranges_tile(void) {
 static void test_errors(void) {
   nn_shard s;
   nn_error e = {0};
-  CHECK_INT(nn_shard_init(&s, 1000, 64, 5, 0, 1, &e), NN_ECONFIG);
+  CHECK_INT(nn_shard_init(&s, 1000, 64, 5, 0, 1, 0, &e), NN_ECONFIG);
   CHECK_STR_CONTAINS(e.msg, "must divide");
   e = (nn_error){0};
-  CHECK_INT(nn_shard_init(&s, 1000, 64, 4, 0, 8, &e), NN_ECONFIG);
+  CHECK_INT(nn_shard_init(&s, 1000, 64, 4, 0, 8, 0, &e), NN_ECONFIG);
   CHECK_STR_CONTAINS(e.msg, "8 ranks but only 4 partitions");
   e = (nn_error){0};
-  CHECK_INT(nn_shard_init(&s, 3, 4, 4, 0, 4, &e), NN_ECONFIG);
+  CHECK_INT(nn_shard_init(&s, 3, 4, 4, 0, 4, 0, &e), NN_ECONFIG);
   CHECK_STR_CONTAINS(e.msg, "4 ranks but only 3 training samples");
   e = (nn_error){0};
-  CHECK_INT(nn_shard_init(&s, 100, 128, 64, 0, 1, &e), NN_ECONFIG);
+  CHECK_INT(nn_shard_init(&s, 100, 128, 64, 0, 1, 0, &e), NN_ECONFIG);
   CHECK_STR_CONTAINS(e.msg, "batch_size = 128 is larger than the training set allows");
 }
 
 int main(void) {
-  test_independent_of_world(1000, 48, 12, 0);
-  test_independent_of_world(1000, 48, 12, 1);
-  test_independent_of_world(997, 40, 8, 1); /* uneven partitions, N = 3, 5 uneven ownership */
+  test_independent_of_world(1000, 48, 12, 0, 0);
+  test_independent_of_world(1000, 48, 12, 1, 0);
+  test_independent_of_world(997, 40, 8, 1, 0); /* uneven partitions, N = 3, 5 uneven ownership */
+  test_independent_of_world(997, 40, 8, 1, 0.15); /* with a validation hold-out */
   test_ranges_tile();
   test_errors();
   TEST_MAIN_END();

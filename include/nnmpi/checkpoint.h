@@ -28,6 +28,8 @@ typedef struct nn_ckpt_meta {
   int world_size;        /* ranks of the run that wrote it */
   double epoch_sums[3];  /* training loss sum, correct count, samples so far in the epoch */
   int n_state;           /* optimizer state buffers found on read */
+  double best_val_loss;  /* early stopping state: the best validation loss so far ... */
+  long best_epoch;       /* ... and its epoch (0 = none) */
   char shape_keys[NN_KEYS_MAX];      /* nn_config_keys_string(NN_KEYS_SHAPE) of the writer */
   char trajectory_keys[NN_KEYS_MAX]; /* nn_config_keys_string(NN_KEYS_TRAJECTORY) */
 } nn_ckpt_meta;

@@ -38,8 +38,10 @@ typedef struct nn_config {
   char labels[NN_NAME_MAX];
   int shuffle;
   long partitions;                   /* 0 = auto: largest divisor of batch_size <= 64 */
+  double validation_fraction;        /* held out from the end of every partition */
   /* [train] */
   long epochs;
+  long patience;                     /* early stopping: epochs without a better val loss; 0 = off */
   long batch_size;                   /* global */
   double learning_rate;
   nn_optimizer optimizer;

@@ -59,6 +59,9 @@ void nn_model_backward(nn_model *m, const float *params, float *grad, size_t B,
 /* Number of rows of a[L] (B, n_L) whose argmax equals the label. */
 size_t nn_count_correct(const float *a, const int32_t *labels, size_t B, int n);
 
+/* confusion (n, n) row-major: confusion[label * n + argmax] += 1 for each of the B rows. */
+void nn_confusion_add(double *confusion, const float *a, const int32_t *labels, size_t B, int n);
+
 /* ---- kernels (exposed for the tests, which compare them with naive loops) ---- */
 
 /* z (B, n_out) = a_prev (B, n_in) W^T + b; W (n_out, n_in), b (n_out). */

@@ -5,7 +5,9 @@
  * [n*p/P, n*(p+1)/P)). Global batch k takes B/P rows from every partition: rows
  * order_p[k*B/P .. (k+1)*B/P) where order_p is the identity, or a permutation seeded by
  * (seed, epoch, p) when shuffling. Rank r owns partitions [P*r/N, P*(r+1)/N). The set of rows
- * in each global batch therefore depends only on (data, B, P, seed, epoch), never on N. */
+ * in each global batch therefore depends only on (data, B, P, seed, epoch), never on N.
+ * With a validation fraction f, the last floor(f * size) rows of every partition are held out
+ * for validation and never trained on: the same rows whatever N. */
 #ifndef NNMPI_SHARD_H
 #define NNMPI_SHARD_H
 
@@ -22,6 +24,8 @@ typedef struct nn_shard {
   int p_first, p_count;       /* partitions owned by this rank */
   size_t row_begin, row_end;  /* rows of the file this rank reads: [row_begin, row_end) */
   size_t local_batch; /* rows this rank processes per step: p_count * B / P */
+  double val_fraction;
+  size_t val_rows;    /* validation rows in the whole file */
 } nn_shard;
 
 /* First row of partition p (p may be P, giving n_rows). */
@@ -29,7 +33,11 @@ size_t nn_partition_begin(size_t n_rows, int P, int p);
 
 /* Plan the rank's share. Fails (NN_ECONFIG) when P does not divide B, when there are more
  * ranks than partitions, or when the smallest partition is smaller than B/P rows. */
-int nn_shard_init(nn_shard *s, size_t n_rows, size_t batch, int P, int rank, int world, nn_error *e);
+int nn_shard_init(nn_shard *s, size_t n_rows, size_t batch, int P, int rank, int world,
+                  double val_fraction, nn_error *e);
+
+/* First validation row of partition p (the end of its training rows). */
+size_t nn_partition_val_begin(const nn_shard *s, int p);
 
 /* Fill order[0 .. row_end-row_begin) for one epoch: for each owned partition, the local indices
  * (relative to row_begin) of its rows, in the order the epoch visits them. */

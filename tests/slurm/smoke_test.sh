@@ -110,12 +110,14 @@ fi
 # 4/5. USR1 to a batch script running `srun ... &` + `wait`: bash runs the trap only once the
 #    foreground command ends, hence the background srun; the trap forwards USR1 to srun, which
 #    passes it to the tasks. The task here traps it too and exits 0, as nnmpi would (after a
-#    checkpoint; nnmpi exits 75).
+#    checkpoint; nnmpi exits 75). With --full every process of every step gets the signal directly
+#    too (so the task sees it twice, and its `sleep` may die of it before bash runs the trap: the
+#    task loops instead of a single `sleep 100 & wait`, which would then return 0 silently).
 cat > signal.sh << 'EOF'
 #!/bin/bash
 #SBATCH --ntasks=1 --time=2
 trap 'echo "batch trap: USR1"; kill -USR1 "$srun_pid" 2> /dev/null' USR1
-srun --mpi=none bash -c 'trap "echo step: USR1; exit 0" USR1; echo step ready; sleep 100 & wait' &
+srun --mpi=none bash -c 'trap "echo step: USR1; exit 0" USR1; echo step ready; while :; do sleep 1 & wait $!; done' &
 srun_pid=$!
 wait "$srun_pid"; rc=$?
 # wait returns 138 (128+USR1) when the trap interrupted it: wait for srun itself to end.

@@ -1,0 +1,262 @@
+#!/usr/bin/python3
+"""Report for scripts/bench: reads the sgemm JSON and the nnmpi metrics JSONL of every run,
+prints a table, writes DIR/bench.json and DIR/bench.png.
+
+Definitions (see scripts/bench):
+  samples/s     total samples / total training time over the epochs kept (epoch 1 is left out
+                when a run has several: it pays for page faults, thread start and first touch)
+  FLOP/sample   6 W - 2 W1: forward 2 W, backward 4 W, minus the input-layer delta (2 W1) that
+                backprop never computes. W = all weights (no biases), W1 = first-layer weights.
+  eff_vs_sgemm  achieved GFLOP/s / sgemm ceiling: the 1-thread ceiling for -np 1, the all-core
+                (nproc threads) ceiling for -np > 1
+  par_eff       samples/s(np) / (np x samples/s(1))
+  comm/step     time_comm_s / steps (rank 0's time in the gradient allreduce, including the
+                time it waits there for slower ranks)
+"""
+import argparse
+import csv
+import json
+import os
+import platform
+import re
+import socket
+import subprocess
+import sys
+
+
+def flops_per_sample(layers):
+    w = [layers[i] * layers[i + 1] for i in range(len(layers) - 1)]
+    return 6 * sum(w) - 2 * w[0], sum(w), w[0], sum(layers[1:])
+
+
+def read_jsonl(path):
+    rows = []
+    if os.path.exists(path):
+        with open(path) as f:
+            for line in f:
+                line = line.strip()
+                if line.startswith("{"):
+                    rows.append(json.loads(line))
+    return rows
+
+
+def summarize(rows, batch):
+    """Per-run figures from the per-epoch JSON objects."""
+    prev = 0
+    for r in rows:
+        r["_steps"] = r["step"] - prev
+        prev = r["step"]
+    kept = rows[1:] if len(rows) > 1 else rows
+    if not kept:
+        return None
+    samples = sum(r["_steps"] * batch for r in kept)
+    train_time = sum(r["_steps"] * batch / r["samples_per_s"] for r in kept if r["samples_per_s"])
+    steps = sum(r["_steps"] for r in kept)
+    comp = sum(r["time_compute_s"] for r in kept)
+    comm = sum(r["time_comm_s"] for r in kept)
+    io = sum(r["time_io_s"] for r in kept)
+    return {
+        "epochs_total": len(rows),
+        "epochs_used": len(kept),
+        "first_epoch_excluded": len(rows) > 1,
+        "steps_per_epoch": [r["_steps"] for r in rows],
+        "samples_per_s": samples / train_time if train_time > 0 else None,
+        "samples_per_s_per_epoch": [r["samples_per_s"] for r in rows],
+        "train_time_s": train_time,
+        "steps": steps,
+        "time_compute_per_step_s": comp / steps,
+        "time_comm_per_step_s": comm / steps,
+        "time_io_per_step_s": io / steps,
+        "time_other_per_step_s": max(0.0, train_time - comp - comm - io) / steps,
+        "comm_fraction": comm / train_time if train_time > 0 else None,
+        "final_train_loss": rows[-1].get("train_loss"),
+    }
+
+
+def machine_info():
+    info = {"hostname": socket.gethostname(), "nproc": os.cpu_count(), "kernel": platform.release()}
+    try:
+        with open("/proc/cpuinfo") as f:
+            txt = f.read()
+        m = re.search(r"^model name\s*:\s*(.*)$", txt, re.M)
+        info["cpu_model"] = m.group(1) if m else None
+        flags = re.search(r"^flags\s*:\s*(.*)$", txt, re.M)
+        fl = flags.group(1).split() if flags else []
+        info["avx512f"] = "avx512f" in fl
+        info["avx2"] = "avx2" in fl
+    except OSError:
+        pass
+    try:
+        with open("/proc/meminfo") as f:
+            info["mem_total_kib"] = int(f.readline().split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return info
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--runs", required=True)
+    ap.add_argument("--sgemm", required=True)
+    ap.add_argument("--quick", default="0")
+    ap.add_argument("--np-par", type=int, default=2)
+    ap.add_argument("--load-start", type=float)
+    ap.add_argument("--load-end", type=float)
+    ap.add_argument("--elapsed", type=float)
+    a = ap.parse_args()
+
+    sg = json.load(open(a.sgemm))
+    ceil = {int(k): v for k, v in sg["ceiling_gflops"].items()}
+    nproc = os.cpu_count() or 1
+    ceil_all = ceil.get(nproc, max(ceil.values()))
+
+    runs = []
+    with open(a.runs) as f:
+        for row in csv.DictReader(f, delimiter="\t"):
+            layers = [int(x) for x in row["layers"].split(",")]
+            batch = int(row["batch"])
+            np_ = int(row["np"])
+            fps, w, w1, biases = flops_per_sample(layers)
+            core = None
+            try:
+                with open(row["stdout"]) as so:
+                    m = re.search(r"OpenBLAS[^\n]*?core[^\n]*", so.read())
+                    core = m.group(0).strip() if m else None
+            except OSError:
+                pass
+            s = summarize(read_jsonl(row["metrics"]), batch)
+            run = {"name": row["name"], "np": np_, "oversubscribed": np_ > nproc, "layers": layers,
+                   "global_batch": batch, "weights": w, "first_layer_weights": w1,
+                   "parameters": w + biases, "gradient_bytes": 4 * (w + biases),
+                   "flop_per_sample": fps, "exit_status": int(row["status"]),
+                   "wall_s": float(row["wall_s"]), "machine_busy_frac": float(row["busy_frac"]),
+                   "loadavg_before": float(row["loadavg_before"]),
+                   "loadavg_after": float(row["loadavg_after"]), "nnmpi_blas_line": core,
+                   "metrics_file": row["metrics"], "stdout_file": row["stdout"]}
+            if s:
+                run.update(s)
+                run["gflops"] = s["samples_per_s"] * fps * 1e-9
+                c = ceil[1] if np_ == 1 else ceil_all
+                run["sgemm_ceiling_gflops"] = c
+                run["ceiling_kind"] = "1 thread" if np_ == 1 else "%d threads (all cores)" % nproc
+                run["eff_vs_sgemm"] = run["gflops"] / c
+            runs.append(run)
+
+    # Parallel efficiency against the same case at -np 1.
+    base = {r["name"]: r for r in runs if r["np"] == 1 and r.get("samples_per_s")}
+    for r in runs:
+        b = base.get(r["name"])
+        if b and r.get("samples_per_s"):
+            r["speedup"] = r["samples_per_s"] / b["samples_per_s"]
+            r["par_eff"] = r["speedup"] / r["np"]
+
+    busy = [r["machine_busy_frac"] for r in runs]
+    report = {
+        "tool": "scripts/bench", "quick": a.quick == "1",
+        "machine": machine_info(),
+        "environment": {k: os.environ.get(k) for k in ("OPENBLAS_CORETYPE", "OPENBLAS_NUM_THREADS")},
+        "busy": {"loadavg_start": a.load_start, "loadavg_end": a.load_end,
+                 "machine_busy_frac_per_run": {f'{r["name"]}-np{r["np"]}': r["machine_busy_frac"] for r in runs},
+                 "note": "loadavg and the whole-machine CPU busy fraction during each run (from /proc/stat); "
+                         "an idle machine gives about np/nproc. The machine is shared: higher values mean other work "
+                         "ran at the same time and the figures are lower bounds."},
+        "elapsed_s": a.elapsed,
+        "sgemm": sg,
+        "definitions": __doc__,
+        "runs": runs,
+    }
+    try:
+        report["nnmpi_version"] = subprocess.run([os.path.join(os.environ.get("NNMPI_BUILD_DIR", "build"), "nnmpi"), "--version"],
+                                                 capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    with open(os.path.join(a.out, "bench.json"), "w") as f:
+        json.dump(report, f, indent=1)
+
+    # --- the table ---
+    print()
+    print("sgemm ceiling (OpenBLAS core %s): %s" % (sg["openblas_core"], ", ".join(
+        "%d thread%s %.1f GFLOP/s" % (k, "s" if k > 1 else "", v) for k, v in sorted(ceil.items()))))
+    for c in sg["cases"]:
+        print("  %-28s threads %d  best %6.1f  median %6.1f GFLOP/s" % (c["name"], c["threads"], c["gflops_best"], c["gflops_median"]))
+    print("loadavg start %s end %s; CPU busy during runs %.2f-%.2f of %d cores' time" % (
+        a.load_start, a.load_end, min(busy) if busy else 0, max(busy) if busy else 0, nproc))
+    hdr = "%-18s %3s %6s %9s %8s %7s %8s %7s %10s %10s %10s %6s" % (
+        "case", "np", "batch", "samples/s", "GFLOP/s", "eff_vs", "par_eff", "speedup",
+        "comp/step", "comm/step", "other/step", "busy")
+    print(hdr)
+    print("-" * len(hdr))
+    for r in runs:
+        if not r.get("samples_per_s"):
+            print("%-18s %3d %6d  failed: exit %d (see %s)" % (r["name"], r["np"], r["global_batch"], r["exit_status"], r["stdout_file"]))
+            continue
+        print("%-18s %3d %6d %9.0f %8.1f %6.1f%% %8s %7s %9.2fms %9.2fms %9.2fms %6.2f%s" % (
+            r["name"], r["np"], r["global_batch"], r["samples_per_s"], r["gflops"], 100 * r["eff_vs_sgemm"],
+            "%.1f%%" % (100 * r["par_eff"]) if "par_eff" in r and r["np"] > 1 else "-",
+            "%.2fx" % r["speedup"] if "speedup" in r and r["np"] > 1 else "-",
+            1e3 * r["time_compute_per_step_s"], 1e3 * r["time_comm_per_step_s"], 1e3 * r["time_other_per_step_s"],
+            r["machine_busy_frac"], "  (oversubscribed)" if r["oversubscribed"] else ""))
+    print("eff_vs: achieved GFLOP/s / sgemm ceiling (1-thread for np 1, %d-thread for np > 1); "
+          "FLOP/sample = 6W - 2W1; epoch 1 excluded when several." % nproc)
+
+    # --- the plot ---
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("bench_report: matplotlib missing for %s (apt-get install python3-matplotlib): no plot" % sys.executable,
+              file=sys.stderr)
+        return
+    ok = [r for r in runs if r.get("samples_per_s")]
+    names = list(dict.fromkeys(r["name"] for r in ok))
+    nps = sorted({r["np"] for r in ok})
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(11, 8.5))
+    width = 0.8 / max(1, len(nps))
+    for j, np_ in enumerate(nps):
+        xs, ys, labels = [], [], []
+        for i, n in enumerate(names):
+            r = next((r for r in ok if r["name"] == n and r["np"] == np_), None)
+            if r:
+                xs.append(i + (j - (len(nps) - 1) / 2) * width)
+                ys.append(r["gflops"])
+                labels.append("%.0f/s" % r["samples_per_s"])
+        bars = ax1.bar(xs, ys, width, label="-np %d" % np_)
+        for b, t in zip(bars, labels):
+            ax1.annotate(t, (b.get_x() + b.get_width() / 2, b.get_height()), ha="center", va="bottom", fontsize=8)
+    for k, v in sorted(ceil.items()):
+        ax1.axhline(v, ls="--", lw=1, color="gray")
+        ax1.annotate("sgemm ceiling, %d thread%s: %.0f GFLOP/s" % (k, "s" if k > 1 else "", v), (len(names) - 0.5, v),
+                     ha="right", va="bottom", fontsize=8, color="gray")
+    ax1.set_xticks(range(len(names)))
+    ax1.set_xticklabels(names)
+    ax1.set_ylabel("achieved GFLOP/s (bar labels: samples/s)")
+    ax1.set_title("nnmpi throughput on %s (%d cores, core %s, loadavg %.2f at start)" % (
+        socket.gethostname(), nproc, sg["openblas_core"], a.load_start or 0))
+    ax1.legend(loc="upper left")
+    series = [("efficiency vs sgemm ceiling, -np 1", lambda r: r["np"] == 1, "eff_vs_sgemm")]
+    for np_ in nps:
+        if np_ > 1:
+            series.append(("efficiency vs sgemm ceiling, -np %d" % np_, lambda r, n=np_: r["np"] == n, "eff_vs_sgemm"))
+            series.append(("parallel efficiency 1 -> %d ranks" % np_, lambda r, n=np_: r["np"] == n, "par_eff"))
+    w2 = 0.8 / len(series)
+    for j, (lab, sel, key) in enumerate(series):
+        xs, ys = [], []
+        for i, n in enumerate(names):
+            r = next((r for r in ok if r["name"] == n and sel(r) and key in r), None)
+            if r:
+                xs.append(i + (j - (len(series) - 1) / 2) * w2)
+                ys.append(100 * r[key])
+        ax2.bar(xs, ys, w2, label=lab)
+    ax2.axhline(100, ls=":", color="gray")
+    ax2.set_xticks(range(len(names)))
+    ax2.set_xticklabels(names)
+    ax2.set_ylabel("%")
+    ax2.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(os.path.join(a.out, "bench.png"), dpi=110)
+
+
+if __name__ == "__main__":
+    main()
