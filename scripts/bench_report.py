@@ -133,6 +133,7 @@ def main():
                    "wall_s": float(row["wall_s"]), "machine_busy_frac": float(row["busy_frac"]),
                    "loadavg_before": float(row["loadavg_before"]),
                    "loadavg_after": float(row["loadavg_after"]), "nnmpi_blas_line": core,
+                   "other_work_at_start": row.get("others") or "",
                    "metrics_file": row["metrics"], "stdout_file": row["stdout"]}
             if s:
                 run.update(s)
@@ -158,6 +159,7 @@ def main():
         "environment": {k: os.environ.get(k) for k in ("OPENBLAS_CORETYPE", "OPENBLAS_NUM_THREADS")},
         "busy": {"loadavg_start": a.load_start, "loadavg_end": a.load_end,
                  "machine_busy_frac_per_run": {f'{r["name"]}-np{r["np"]}': r["machine_busy_frac"] for r in runs},
+                 "other_work_per_run": {f'{r["name"]}-np{r["np"]}': r["other_work_at_start"] for r in runs},
                  "note": "loadavg and the whole-machine CPU busy fraction during each run (from /proc/stat); "
                          "an idle machine gives about np/nproc. The machine is shared: higher values mean other work "
                          "ran at the same time and the figures are lower bounds."},
@@ -197,6 +199,10 @@ def main():
             "%.2fx" % r["speedup"] if "speedup" in r and r["np"] > 1 else "-",
             1e3 * r["time_compute_per_step_s"], 1e3 * r["time_comm_per_step_s"], 1e3 * r["time_other_per_step_s"],
             r["machine_busy_frac"], "  (oversubscribed)" if r["oversubscribed"] else ""))
+    others = sorted({r["other_work_at_start"] for r in runs if r["other_work_at_start"]})
+    if others:
+        print("SHARED MACHINE: other processes used CPU when runs started: %s" % "; ".join(others))
+        print("  -> the figures of those runs are lower bounds (see busy column: ~np/%d when idle)" % nproc)
     print("eff_vs: achieved GFLOP/s / sgemm ceiling (1-thread for np 1, %d-thread for np > 1); "
           "FLOP/sample = 6W - 2W1; epoch 1 excluded when several." % nproc)
 

@@ -144,6 +144,9 @@ static void print_header(const trainer *T) {
          cfg->batch_size, s->P, s->rows_per_part_batch, s->p_count, s->p_count > 1 ? "s" : "",
          s->row_end - s->row_begin, s->local_batch, s->steps, dropped,
          s->P % T->world ? " (partitions not a multiple of ranks: uneven load)" : "");
+  if (s->val_rows)
+    printf("validation: %zu rows held out (the last %.3g of every partition), never trained on\n",
+           s->val_rows, T->cfg->validation_fraction);
   printf("model: ");
   for (int l = 0; l <= lay->L; l++) printf("%s%d", l ? "-" : "", lay->n[l]);
   printf(", %zu parameters (%.2f MiB), %s hidden, %s output, %s loss\n", lay->n_params,

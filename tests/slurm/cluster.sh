@@ -19,7 +19,8 @@
 # 6817/6818 and /run/munge/munge.socket.2) are left alone and do not interfere:
 #   DIR/etc/slurm.conf                 our config (callers set SLURM_CONF to it)
 #   DIR/munge/                         owned by the munge user, mode 0711: key, socket, pid, log, seed
-#   DIR/state DIR/spool DIR/log DIR/run   slurmctld state, slurmd spool, logs, pid files
+#   DIR/state DIR/spool DIR/log DIR/run DIR/tmp   slurmctld state, slurmd spool, logs, pid
+#                                      files, TmpFS (pmix client dirs)
 #   DIR/env                            the `export SLURM_CONF=...` line, for `source`
 # Only the `export` line goes to stdout; progress and errors go to stderr.
 set -euo pipefail
@@ -198,7 +199,7 @@ node_idle() { [ "$(sinfo -h -N -o %T 2>/dev/null | head -n 1)" = idle ]; }
 munge_works() { munge -n -S "$msock" 2>/dev/null | unmunge -S "$msock" > /dev/null 2>&1; }
 
 do_start() {
-  local host nodeline line key
+  local host nodeline line key first_job_id
   # 0. Reuse a healthy cluster already running from DIR (start is idempotent).
   if [ -r "$conf" ] && healthy; then
     say "already running in $dir"
@@ -207,8 +208,9 @@ do_start() {
   fi
   # 1. Clean a stale previous run: stop what its pid files name, wipe its state.
   do_stop
-  rm -rf "${dir:?}/etc" "$dir/state" "$dir/spool" "$dir/log" "$dir/run" "$mdir" "$dir/env"
-  mkdir -p "$dir/etc" "$dir/state" "$dir/spool" "$dir/log" "$dir/run" "$mdir"
+  rm -rf "${dir:?}/etc" "$dir/state" "$dir/spool" "$dir/log" "$dir/run" "$dir/tmp" "$mdir" "$dir/env"
+  mkdir -p "$dir/etc" "$dir/state" "$dir/spool" "$dir/log" "$dir/run" "$dir/tmp" "$mdir"
+  chmod 1777 "$dir/tmp"
   # The munge user must be able to reach DIR/munge (mktemp -d makes DIR 0700).
   chmod 0711 "$dir"
   runuser -u munge -- test -x "$dir" \
@@ -239,6 +241,7 @@ do_start() {
   nodeline=$(slurmd -C | head -n 1)
   case $nodeline in NodeName=*) ;; *) die "slurmd -C printed no NodeName line: $nodeline" ;; esac
   nodeline=${nodeline#NodeName=* }
+  first_job_id=$(( (RANDOM % 60000) * 1000 + 1 ))
   cat > "$conf" << EOF
 # Written by tests/slurm/cluster.sh for a private one-host test cluster.
 ClusterName=nnmpitest
@@ -258,6 +261,12 @@ SelectTypeParameters=CR_Core
 MpiDefault=none
 SwitchType=switch/none
 ReturnToService=2
+# Concurrent clusters on one host must not reuse job ids: the pmix plugin's and Open MPI's
+# temporary files are named after the job and step (seen: "task launch failed" when two test
+# clusters both ran job 7). A random first job id keeps them apart; TmpFS keeps pmix's client
+# directories in DIR.
+FirstJobId=$first_job_id
+TmpFS=$dir/tmp
 # No accounting daemon, no job completion log.
 AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/none
