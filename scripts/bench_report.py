@@ -164,6 +164,8 @@ def main():
                          "an idle machine gives about np/nproc. The machine is shared: higher values mean other work "
                          "ran at the same time and the figures are lower bounds."},
         "elapsed_s": a.elapsed,
+        "sgemm_other_work": (open(os.path.join(a.out, "sgemm_other_work.txt")).read().strip()
+                             if os.path.exists(os.path.join(a.out, "sgemm_other_work.txt")) else None),
         "sgemm": sg,
         "definitions": __doc__,
         "runs": runs,
@@ -199,6 +201,9 @@ def main():
             "%.2fx" % r["speedup"] if "speedup" in r and r["np"] > 1 else "-",
             1e3 * r["time_compute_per_step_s"], 1e3 * r["time_comm_per_step_s"], 1e3 * r["time_other_per_step_s"],
             r["machine_busy_frac"], "  (oversubscribed)" if r["oversubscribed"] else ""))
+    if report["sgemm_other_work"]:
+        print("SHARED MACHINE: other work ran when the sgemm ceiling was measured (%s): the ceiling is low "
+              "and efficiencies against it are overstated" % report["sgemm_other_work"])
     others = sorted({r["other_work_at_start"] for r in runs if r["other_work_at_start"]})
     if others:
         print("SHARED MACHINE: other processes used CPU when runs started: %s" % "; ".join(others))

@@ -62,10 +62,17 @@ int main(int argc, char **argv) {
     if (n < 1) n = 1;
     /* Warm-up, then agree on the number of calls per trial from the slowest rank's estimate. */
     MPI_Allreduce(MPI_IN_PLACE, buf, (int)n, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+    /* Estimate: calls for at least 2 ms (at most 1000); rank 0 decides when to stop. */
     MPI_Barrier(MPI_COMM_WORLD);
     double t0 = MPI_Wtime();
-    MPI_Allreduce(MPI_IN_PLACE, buf, (int)n, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
-    double one = MPI_Wtime() - t0;
+    int calls = 0, more = 1;
+    while (more) {
+      MPI_Allreduce(MPI_IN_PLACE, buf, (int)n, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+      calls++;
+      more = MPI_Wtime() - t0 < 2e-3 && calls < 1000;
+      MPI_Bcast(&more, 1, MPI_INT, 0, MPI_COMM_WORLD);
+    }
+    double one = (MPI_Wtime() - t0) / calls;
     MPI_Allreduce(MPI_IN_PLACE, &one, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
     int inner = one > 0 ? (int)(trial_ms * 1e-3 / one) : 1000;
     if (inner < 1) inner = 1;

@@ -11,7 +11,7 @@
 #include <string.h>
 #include <strings.h>
 
-enum ktype { K_INT, K_FLOAT, K_BOOL, K_STR, K_ENUM, K_SIZES, K_SEED };
+enum ktype { K_INT, K_FLOAT, K_BOOL, K_STR, K_ENUM, K_SIZES, K_SEED, K_BYTES };
 
 typedef struct key {
   const char *section, *name;
@@ -56,9 +56,11 @@ static const key keys[] = {
     {"data", "shuffle", K_BOOL, F(shuffle), 0, "true", 0, 0, 0, "true or false", NULL, NULL},
     {"data", "validation_fraction", K_FLOAT, F(validation_fraction), 0, "0", 0, 0.9, 0,
      "a number in [0, 0.9]", NULL, NULL},
+    {"data", "chunk_rows", K_INT, F(chunk_rows), 0, "4096", 1, 1 << 30, 0, "a positive integer", NULL, NULL},
+    {"data", "memory_limit", K_BYTES, F(memory_limit), 0, "0", 0, 0, 0,
+     "a size in bytes, with an optional K, M, G or T suffix (0 = no limit)", NULL, NULL},
     {"data", "partitions", K_INT, F(partitions), 0, "auto", 1, 1 << 20, 0,
      "auto or an integer in [1, 1048576]", NULL, NULL},
-    {"train", "patience", K_INT, F(patience), 0, "0", 0, 1e9, 0, "a non-negative integer (0 = off)", NULL, NULL},
     {"train", "epochs", K_INT, F(epochs), 0, NULL, 1, 1e9, 0, "a positive integer", NULL, NULL},
     {"train", "batch_size", K_INT, F(batch_size), 0, "128", 1, 1 << 30, 0, "a positive integer", NULL, NULL},
     {"train", "learning_rate", K_FLOAT, F(learning_rate), 0, NULL, 0, 1e6, 1, "a positive number", NULL, NULL},
@@ -75,6 +77,7 @@ static const key keys[] = {
     {"train", "min_lr", K_FLOAT, F(min_lr), 0, "0", 0, 1e6, 0, "a non-negative number", NULL, NULL},
     {"train", "scale_lr_with_batch", K_BOOL, F(scale_lr_with_batch), 0, "false", 0, 0, 0, "true or false", NULL, NULL},
     {"train", "base_batch", K_INT, F(base_batch), 0, "128", 1, 1 << 30, 0, "a positive integer", NULL, NULL},
+    {"train", "patience", K_INT, F(patience), 0, "0", 0, 1e9, 0, "a non-negative integer (0 = off)", NULL, NULL},
     {"train", "clip_norm", K_FLOAT, F(clip_norm), 0, "0", 0, 1e30, 0, "a non-negative number (0 = off)", NULL, NULL},
     {"train", "blas_threads", K_INT, F(blas_threads), 0, "1", 1, 1024, 0, "an integer in [1, 1024]", NULL, NULL},
     {"checkpoint", "dir", K_STR, F(ckpt_dir), S(ckpt_dir), "checkpoints", 0, 0, 0, "a directory path", NULL, NULL},
@@ -243,6 +246,25 @@ static int convert(const parse_ctx *c, nn_config *cfg, int k) {
     if (errno || end == v || *end != '\0' || v[0] == '-')
       return nn_fail(c->e, NN_ECONFIG, "%s: expected %s, got \"%s\"", at, K->expect, v);
     *(uint64_t *)field = (uint64_t)x;
+    return 0;
+  }
+  case K_BYTES: {
+    char *end;
+    errno = 0;
+    double x = strtod(v, &end);
+    const char *units = "KMGT";
+    double scale = 1;
+    if (*end && strchr(units, *end) && end[0] != '\0') {
+      for (const char *u = units; *u; u++) {
+        scale *= 1024;
+        if (*u == *end) break;
+      }
+      end += 1 + (end[1] == 'B' || end[1] == 'i');
+      if (end[-1] == 'i' && *end == 'B') end++;
+    }
+    if (errno || end == v || *end != '\0' || !(x >= 0) || x * scale > 1e18)
+      return nn_fail(c->e, NN_ECONFIG, "%s: expected %s, got \"%s\"", at, K->expect, v);
+    *(long long *)field = (long long)(x * scale);
     return 0;
   }
   case K_FLOAT: {
@@ -417,6 +439,7 @@ static void format_value(const nn_config *cfg, int k, char *buf, size_t n) {
   const char *field = (const char *)cfg + K->off;
   switch (K->type) {
   case K_INT: snprintf(buf, n, "%ld", *(const long *)field); break;
+  case K_BYTES: snprintf(buf, n, "%lld", *(const long long *)field); break;
   case K_SEED: snprintf(buf, n, "%llu", (unsigned long long)*(const uint64_t *)field); break;
   case K_FLOAT: snprintf(buf, n, "%.10g", *(const double *)field); break;
   case K_BOOL: snprintf(buf, n, "%s", *(const int *)field ? "true" : "false"); break;
@@ -446,7 +469,7 @@ void nn_config_print(const nn_config *cfg, FILE *f) {
 /* Keys that shape the model, and keys that fix the sequence of updates: a resumed run must
  * agree with its checkpoint on all of them. */
 static const char *const shape_keys[] = {"model.layers", "model.activation", "model.output", "model.loss", NULL};
-static const char *const trajectory_keys[] = {"model.seed", "data.shuffle", "data.partitions", "data.validation_fraction",
+static const char *const trajectory_keys[] = {"model.seed", "data.shuffle", "data.partitions", "data.validation_fraction", "data.chunk_rows",
                                               "train.batch_size", "train.optimizer", NULL};
 
 void nn_config_keys_string(const nn_config *cfg, int which, char *buf, size_t n) {

@@ -143,26 +143,50 @@ done:
   return st;
 }
 
+/* Values the trainer cannot use: non-finite features or targets, labels outside [0, C).
+ * X (n, F), labels (n) or targets (n, T) hold rows first_row .. first_row + n - 1. */
+static int check_block(const nn_data_info *in, const float *X, const int32_t *labels,
+                       const float *targets, size_t n, size_t first_row, long n_classes,
+                       const char *path, const char *x_name, const char *y_name, nn_error *e) {
+  size_t F = in->n_features, T = in->n_targets;
+  for (size_t i = 0; i < n * F; i++)
+    if (!isfinite(X[i]))
+      return nn_fail(e, NN_EDATA, "%s: dataset %s: %s at row %zu, column %zu (features must be "
+                     "finite)", path, x_name, isnan(X[i]) ? "NaN" : "Inf", first_row + i / F, i % F);
+  if (labels && n_classes > 0)
+    for (size_t i = 0; i < n; i++)
+      if (labels[i] < 0 || labels[i] >= n_classes)
+        return nn_fail(e, NN_EDATA, "%s: dataset %s: label %d at row %zu is outside 0..%ld (the "
+                       "output layer has %ld units)", path, y_name, (int)labels[i], first_row + i,
+                       n_classes - 1, n_classes);
+  if (targets)
+    for (size_t i = 0; i < n * T; i++)
+      if (!isfinite(targets[i]))
+        return nn_fail(e, NN_EDATA, "%s: dataset %s: %s target at row %zu (targets must be finite)",
+                       path, y_name, isnan(targets[i]) ? "NaN" : "Inf", first_row + i / T);
+  return 0;
+}
+
 /* Reads the rank's rows block by block; every rank makes `blocks` calls (agreed as the max). */
 static int read_all(nn_dataset *d, hid_t x, hid_t y, hid_t dxpl, int64_t *ybuf, size_t block_rows,
-                    long long blocks, const char *path, const char *x_name, const char *y_name,
-                    nn_error *e) {
+                    long long blocks, int keep, long n_classes, const char *path,
+                    const char *x_name, const char *y_name, nn_error *e) {
   const nn_data_info *in = &d->info;
   int failed = 0;
   for (long long b = 0; b < blocks; b++) {
-    size_t r0 = (size_t)b * block_rows;
+    size_t r0 = (size_t)b * block_rows, at = keep ? r0 : 0; /* validate-only reuses one block */
     size_t nr = r0 < d->n_local ? (d->n_local - r0 < block_rows ? d->n_local - r0 : block_rows) : 0;
     /* A rank whose earlier read failed keeps taking part, with empty reads. */
     size_t take = failed ? 0 : nr;
     if (read_rows(x, dxpl, H5T_NATIVE_FLOAT, d->row_begin + r0, take, in->n_features,
-                  d->X + r0 * in->n_features) < 0 && take && !failed)
+                  d->X + at * in->n_features) < 0 && take && !failed)
       failed = nn_fail(e, NN_EDATA, "%s: dataset %s: read of rows %zu..%zu failed (file truncated "
                        "or corrupt?)", path, x_name, d->row_begin + r0, d->row_begin + r0 + nr);
     take = failed ? 0 : nr;
     herr_t st = in->classification
                     ? read_rows(y, dxpl, H5T_NATIVE_INT64, d->row_begin + r0, take, 1, ybuf)
                     : read_rows(y, dxpl, H5T_NATIVE_FLOAT, d->row_begin + r0, take, in->n_targets,
-                                d->targets + r0 * in->n_targets);
+                                d->targets + at * in->n_targets);
     if (st < 0 && take && !failed)
       failed = nn_fail(e, NN_EDATA, "%s: dataset %s: read of rows %zu..%zu failed (file truncated "
                        "or corrupt?)", path, y_name, d->row_begin + r0, d->row_begin + r0 + nr);
@@ -171,41 +195,24 @@ static int read_all(nn_dataset *d, hid_t x, hid_t y, hid_t dxpl, int64_t *ybuf, 
       if (ybuf[i] < 0 || ybuf[i] > INT32_MAX)
         failed = nn_fail(e, NN_EDATA, "%s: dataset %s: label %lld at row %zu is not a class id",
                          path, y_name, (long long)ybuf[i], d->row_begin + r0 + i);
-      d->labels[r0 + i] = (int32_t)ybuf[i];
+      d->labels[at + i] = (int32_t)ybuf[i];
     }
+    if (!failed && nr)
+      failed = check_block(in, d->X + at * in->n_features, d->labels ? d->labels + at : NULL,
+                           d->targets ? d->targets + at * in->n_targets : NULL, nr,
+                           d->row_begin + r0, n_classes, path, x_name, y_name, e);
   }
   return failed;
 }
 
-/* Values the trainer cannot use: non-finite features or targets, labels outside [0, C). */
-static int check_values(const nn_dataset *d, long n_classes, const char *path, const char *x_name,
-                        const char *y_name, nn_error *e) {
-  size_t F = d->info.n_features;
-  for (size_t i = 0; i < d->n_local * F; i++)
-    if (!isfinite(d->X[i]))
-      return nn_fail(e, NN_EDATA, "%s: dataset %s: %s at row %zu, column %zu (features must be "
-                     "finite)", path, x_name, isnan(d->X[i]) ? "NaN" : "Inf", d->row_begin + i / F, i % F);
-  if (d->labels && n_classes > 0)
-    for (size_t i = 0; i < d->n_local; i++)
-      if (d->labels[i] < 0 || d->labels[i] >= n_classes)
-        return nn_fail(e, NN_EDATA, "%s: dataset %s: label %d at row %zu is outside 0..%ld (the "
-                       "output layer has %ld units)", path, y_name, (int)d->labels[i],
-                       d->row_begin + i, n_classes - 1, n_classes);
-  if (d->targets)
-    for (size_t i = 0; i < d->n_local * d->info.n_targets; i++)
-      if (!isfinite(d->targets[i]))
-        return nn_fail(e, NN_EDATA, "%s: dataset %s: %s target at row %zu (targets must be finite)",
-                       path, y_name, isnan(d->targets[i]) ? "NaN" : "Inf",
-                       d->row_begin + i / d->info.n_targets);
-  return 0;
-}
-
 int nn_data_load(nn_dataset *d, const char *path, const char *x_name, const char *y_name,
-                 size_t begin, size_t end, long n_classes, MPI_Comm comm, nn_error *e) {
+                 size_t begin, size_t end, long n_classes, int validate_only, MPI_Comm comm,
+                 nn_error *e) {
   memset(d, 0, sizeof *d);
   hid_t fapl = H5I_INVALID_HID, f = H5I_INVALID_HID, x = H5I_INVALID_HID, y = H5I_INVALID_HID;
   hid_t dxpl = H5I_INVALID_HID;
   int64_t *ybuf = NULL;
+  size_t block_rows = 1;
 
   if (nn_data_info_read(path, x_name, y_name, &d->info, e) == 0) {
     d->row_begin = begin;
@@ -216,18 +223,19 @@ int nn_data_load(nn_dataset *d, const char *path, const char *x_name, const char
     } else if (F > SIZE_MAX / sizeof(float) / (d->n_local + 1)) {
       nn_fail(e, NN_ENOMEM, "%s: %zu rows of %zu features overflow", path, d->n_local, F);
     } else {
-      d->X = malloc((d->n_local * F + 1) * sizeof(float));
-      if (d->info.classification) d->labels = malloc((d->n_local + 1) * sizeof(int32_t));
-      else d->targets = malloc((d->n_local * T + 1) * sizeof(float));
+      block_rows = BLOCK_BYTES / (F * sizeof(float));
+      if (block_rows == 0) block_rows = 1;
+      size_t rows = validate_only ? (block_rows < d->n_local ? block_rows : d->n_local) : d->n_local;
+      d->X = malloc((rows * F + 1) * sizeof(float));
+      if (d->info.classification) d->labels = malloc((rows + 1) * sizeof(int32_t));
+      else d->targets = malloc((rows * T + 1) * sizeof(float));
       if (!d->X || (!d->labels && !d->targets))
         nn_fail(e, NN_ENOMEM, "%s: cannot allocate %zu MiB for this rank's %zu rows", path,
-                (d->n_local * (F + T) * sizeof(float)) >> 20, d->n_local);
+                (rows * (F + T) * sizeof(float)) >> 20, rows);
     }
   }
   if (nn_comm_agree(e, comm)) goto cleanup;
 
-  size_t block_rows = BLOCK_BYTES / (d->info.n_features * sizeof(float));
-  if (block_rows == 0) block_rows = 1;
   long long blocks = (long long)((d->n_local + block_rows - 1) / block_rows);
   MPI_Allreduce(MPI_IN_PLACE, &blocks, 1, MPI_LONG_LONG, MPI_MAX, comm);
   if (d->info.classification && !(ybuf = malloc(block_rows * sizeof(int64_t))))
@@ -243,9 +251,12 @@ int nn_data_load(nn_dataset *d, const char *path, const char *x_name, const char
     nn_fail(e, NN_EDATA, "%s: parallel open failed (file system without MPI-IO support?)", path);
   if (nn_comm_agree(e, comm)) goto cleanup;
 
-  read_all(d, x, y, dxpl, ybuf, block_rows, blocks, path, x_name, y_name, e);
-  if (!e->code) check_values(d, n_classes, path, x_name, y_name, e);
+  read_all(d, x, y, dxpl, ybuf, block_rows, blocks, !validate_only, n_classes, path, x_name, y_name, e);
   nn_comm_agree(e, comm);
+  if (validate_only) { /* the rows were only checked: keep the shapes, drop the buffers */
+    free(d->X), free(d->labels), free(d->targets);
+    d->X = NULL, d->labels = NULL, d->targets = NULL;
+  }
 
 cleanup:
   free(ybuf);

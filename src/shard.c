@@ -18,8 +18,8 @@ size_t nn_partition_val_begin(const nn_shard *s, int p) {
 }
 
 int nn_shard_init(nn_shard *s, size_t n_rows, size_t batch, int P, int rank, int world,
-                  double val_fraction, nn_error *e) {
-  *s = (nn_shard){.n_rows = n_rows, .P = P, .val_fraction = val_fraction};
+                  double val_fraction, size_t chunk_rows, nn_error *e) {
+  *s = (nn_shard){.n_rows = n_rows, .P = P, .val_fraction = val_fraction, .chunk_rows = chunk_rows};
   if (P < 1 || batch % (size_t)P != 0)
     return nn_fail(e, NN_ECONFIG, "[data] partitions = %d must divide [train] batch_size = %zu", P, batch);
   if (world > P)
@@ -29,6 +29,9 @@ int nn_shard_init(nn_shard *s, size_t n_rows, size_t batch, int P, int rank, int
   if (n_rows < (size_t)world)
     return nn_fail(e, NN_ECONFIG, "%d ranks but only %zu training samples", world, n_rows);
   s->rows_per_part_batch = batch / (size_t)P;
+  if (chunk_rows < s->rows_per_part_batch)
+    return nn_fail(e, NN_ECONFIG, "[data] chunk_rows = %zu is smaller than the %zu rows each partition "
+                   "gives a batch (batch_size / partitions)", chunk_rows, s->rows_per_part_batch);
   size_t smallest = n_rows / (size_t)P; /* partition sizes differ by at most one row */
   smallest -= held_out(smallest, val_fraction); /* training rows never grow with fewer rows */
   s->steps = smallest / s->rows_per_part_batch;
@@ -46,16 +49,33 @@ int nn_shard_init(nn_shard *s, size_t n_rows, size_t batch, int P, int rank, int
   return 0;
 }
 
-void nn_shard_order(size_t *order, const nn_shard *s, uint64_t seed, long epoch, int shuffle) {
+size_t nn_shard_max_chunks(const nn_shard *s) {
+  size_t most = 0;
   for (int j = 0; j < s->p_count; j++) {
     int p = s->p_first + j;
-    size_t b = nn_partition_begin(s->n_rows, s->P, p), end = nn_partition_val_begin(s, p);
-    size_t *o = order + (b - s->row_begin);
-    for (size_t i = 0; i < end - b; i++) o[i] = b - s->row_begin + i;
-    if (shuffle) {
-      nn_rng r;
-      nn_rng_init(&r, nn_rng_key(seed, (uint64_t)epoch, (uint64_t)p));
-      nn_rng_shuffle(&r, o, end - b);
+    size_t len = nn_partition_val_begin(s, p) - nn_partition_begin(s->n_rows, s->P, p);
+    size_t nc = (len + s->chunk_rows - 1) / s->chunk_rows;
+    if (nc > most) most = nc;
+  }
+  return most;
+}
+
+void nn_shard_order(size_t *order, size_t *scratch, const nn_shard *s, uint64_t seed, long epoch,
+                    int shuffle) {
+  size_t C = s->chunk_rows;
+  for (int j = 0; j < s->p_count; j++) {
+    int p = s->p_first + j;
+    size_t b = nn_partition_begin(s->n_rows, s->P, p), len = nn_partition_val_begin(s, p) - b;
+    size_t nc = (len + C - 1) / C, *o = order + (b - s->row_begin), at = 0;
+    nn_rng r;
+    nn_rng_init(&r, nn_rng_key(seed, (uint64_t)epoch, (uint64_t)p));
+    for (size_t c = 0; c < nc; c++) scratch[c] = c;
+    if (shuffle) nn_rng_shuffle(&r, scratch, nc); /* the order of the chunks ... */
+    for (size_t k = 0; k < nc; k++) {
+      size_t c0 = scratch[k] * C, n = len - c0 < C ? len - c0 : C;
+      for (size_t i = 0; i < n; i++) o[at + i] = b - s->row_begin + c0 + i;
+      if (shuffle) nn_rng_shuffle(&r, o + at, n); /* ... and the rows inside each chunk */
+      at += n;
     }
   }
 }

@@ -72,6 +72,7 @@ typedef struct trainer {
   long best_epoch;                 /* ... and its epoch (0 = none yet) */
   size_t *order, *rows;            /* epoch visiting order, rows of the current step */
   size_t *row_ids;                 /* global row ids of the current step (keys of dropout) */
+  size_t *chunk_scratch;           /* nn_shard_order's scratch */
   int32_t *batch_labels;           /* (local_batch) */
   float *batch_targets;            /* (local_batch, n_out) */
   FILE *metrics;
@@ -250,11 +251,11 @@ static int setup(trainer *T, nn_error *e) {
   nn_data_info_read(cfg->train, cfg->features, cfg->labels, &info, e);
   if (!e->code) check_data_fits(cfg, &info, cfg->train, e);
   if (!e->code) nn_shard_init(&T->shard, info.n_rows, (size_t)cfg->batch_size, (int)cfg->partitions,
-                              T->rank, T->world, cfg->validation_fraction, e);
+                              T->rank, T->world, cfg->validation_fraction, (size_t)cfg->chunk_rows, e);
   if (nn_comm_agree(e, T->comm)) return e->code;
   long n_classes = info.classification ? cfg->sizes[cfg->n_sizes - 1] : 0;
   if (nn_data_load(&T->train, cfg->train, cfg->features, cfg->labels, T->shard.row_begin,
-                   T->shard.row_end, n_classes, T->comm, e))
+                   T->shard.row_end, n_classes, 0, T->comm, e))
     return e->code;
 
   T->have_test = cfg->test[0] != '\0';
@@ -267,7 +268,7 @@ static int setup(trainer *T, nn_error *e) {
     if (nn_comm_agree(e, T->comm)) return e->code;
     size_t b, end;
     nn_split_rows(info.n_rows, T->rank, T->world, &b, &end);
-    if (nn_data_load(&T->test, cfg->test, cfg->features, cfg->labels, b, end, n_classes, T->comm, e))
+    if (nn_data_load(&T->test, cfg->test, cfg->features, cfg->labels, b, end, n_classes, 0, T->comm, e))
       return e->code;
   }
 
@@ -295,9 +296,10 @@ static int setup(trainer *T, nn_error *e) {
     T->order = malloc((T->shard.row_end - T->shard.row_begin) * sizeof(size_t));
     T->rows = malloc(B * sizeof(size_t));
     T->row_ids = malloc(B * sizeof(size_t));
+    T->chunk_scratch = malloc((nn_shard_max_chunks(&T->shard) + 1) * sizeof(size_t));
     T->batch_labels = malloc(B * sizeof(int32_t));
     T->batch_targets = malloc(B * n_out * sizeof(float));
-    if (!T->params || !T->grad || !T->order || !T->rows || !T->row_ids ||
+    if (!T->params || !T->grad || !T->order || !T->rows || !T->row_ids || !T->chunk_scratch ||
         !T->batch_labels || !T->batch_targets)
       nn_fail(e, NN_ENOMEM, "cannot allocate the model's buffers (%zu parameters)", lay.n_params);
   }
@@ -328,6 +330,7 @@ static void teardown(trainer *T) {
   free(T->order);
   free(T->rows);
   free(T->row_ids);
+  free(T->chunk_scratch);
   free(T->batch_labels);
   free(T->batch_targets);
   if (T->metrics) fclose(T->metrics);
@@ -553,7 +556,7 @@ static int run_epochs(trainer *T, nn_error *e) {
   for (long epoch = T->start.epoch + 1; epoch <= cfg->epochs; epoch++) {
     double t_start = now();
     memset(&T->t, 0, sizeof T->t);
-    nn_shard_order(T->order, &T->shard, cfg->seed, epoch, cfg->shuffle);
+    nn_shard_order(T->order, T->chunk_scratch, &T->shard, cfg->seed, epoch, cfg->shuffle);
     double sums[2] = {0, 0}, interval[2] = {0, 0}; /* loss, correct */
     size_t k0 = 0;
     if (epoch == T->start.epoch + 1) { /* resumed inside this epoch: its sums so far, on rank 0 */

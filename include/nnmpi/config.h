@@ -39,6 +39,8 @@ typedef struct nn_config {
   int shuffle;
   long partitions;                   /* 0 = auto: largest divisor of batch_size <= 64 */
   double validation_fraction;        /* held out from the end of every partition */
+  long chunk_rows;                   /* shuffling chunk: rows read and visited together */
+  long long memory_limit;            /* bytes per rank for the training shard; 0 = no limit */
   /* [train] */
   long epochs;
   long patience;                     /* early stopping: epochs without a better val loss; 0 = off */

@@ -33,9 +33,12 @@ int nn_data_info_read(const char *path, const char *x_name, const char *y_name, 
 
 /* Collective: every rank reads rows [begin, end) (possibly empty) of X and y, then checks
  * that X is finite and labels lie in [0, n_classes) (n_classes <= 0: no check). Errors are
- * agreed: every rank returns the same code and message. */
+ * agreed: every rank returns the same code and message. With validate_only the rows are read
+ * and checked block by block in bounded memory but not kept (d->X etc. stay NULL): the check
+ * before training from a stream. */
 int nn_data_load(nn_dataset *d, const char *path, const char *x_name, const char *y_name,
-                 size_t begin, size_t end, long n_classes, MPI_Comm comm, nn_error *e);
+                 size_t begin, size_t end, long n_classes, int validate_only, MPI_Comm comm,
+                 nn_error *e);
 
 void nn_data_free(nn_dataset *d);
 

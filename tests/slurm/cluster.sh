@@ -48,7 +48,13 @@ for prog in munged mungekey munge unmunge slurmctld slurmd sinfo squeue scancel 
 done
 id munge > /dev/null 2>&1 || die "no 'munge' user (the munge package creates it)"
 
-mkdir -p "$2"
+if [ ! -d "$2" ]; then
+  case $action in
+    start) mkdir -p "$2" ;;
+    stop) say "nothing to stop: no directory $2"; exit 0 ;;
+    status) echo "no cluster: no directory $2"; exit 1 ;;
+  esac
+fi
 dir=$(cd "$2" && pwd -P)
 # Unix socket paths (munge's socket, slurmd's step sockets in the spool dir) are limited to
 # 108 bytes: keep DIR short.
