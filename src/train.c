@@ -27,7 +27,7 @@
 /* Control slots appended to the gradient buffer, summed by the same allreduce: every rank
  * learns of a signal, or of rank 0's clock asking for a checkpoint, at the same step, at no
  * extra communication cost. */
-enum { CTL_STOP, CTL_CHECKPOINT, NN_CONTROL };
+enum { CTL_STOP, CTL_CHECKPOINT, CTL_DATA_ERROR, NN_CONTROL };
 
 /* Names of the optimizer's state buffers in checkpoints (/optimizer/<name>/W1 ...). */
 static const char *const *state_names_of(nn_optimizer kind) {
@@ -46,7 +46,7 @@ static double now(void) {
 
 /* Seconds spent per category in the current epoch. */
 typedef struct timers {
-  double compute, comm, io, eval, ckpt;
+  double compute, comm, io, io_wait, eval, ckpt; /* io_wait: part of io spent waiting on a stream */
 } timers;
 
 typedef struct trainer {
@@ -56,6 +56,10 @@ typedef struct trainer {
   int rank, world;
   nn_shard shard;
   nn_dataset train, test;
+  nn_stream *stream;               /* non-NULL when the shard is streamed ([data] memory_limit) */
+  int stream_slots;
+  nn_error data_err;               /* a streaming read failure, agreed at the step it happens */
+  double load_s;                   /* reading (and checking) the training shards, slowest rank */
   int have_test;
   nn_model model;
   float *params, *grad;            /* one flat buffer each, same layout; grad has NN_CONTROL
@@ -136,6 +140,9 @@ static void print_header(const trainer *T) {
   const nn_data_info *in = &T->train.info;
   printf("train: %s: %zu samples x %zu features, %s\n", cfg->train, in->n_rows, in->n_features,
          in->classification ? "integer class labels" : "float targets");
+  double mib = (double)in->n_rows * (double)(in->n_features + in->n_targets) * sizeof(float) / 1048576.0;
+  printf("load:  %.1f MiB of training rows read and checked in %.2f s (%.0f MiB/s, slowest rank)%s\n",
+         mib, T->load_s, mib / T->load_s, T->stream ? "; checked only: training streams them" : "");
   if (T->have_test)
     printf("test:  %s: %zu samples x %zu features\n", cfg->test, T->test.info.n_rows, T->test.info.n_features);
   const nn_shard *s = &T->shard;
@@ -145,6 +152,11 @@ static void print_header(const trainer *T) {
          cfg->batch_size, s->P, s->rows_per_part_batch, s->p_count, s->p_count > 1 ? "s" : "",
          s->row_end - s->row_begin, s->local_batch, s->steps, dropped,
          s->P % T->world ? " (partitions not a multiple of ranks: uneven load)" : "");
+  if (T->stream)
+    printf("streaming: rank 0's shard (%zu MiB) exceeds [data] memory_limit; read-ahead of %d chunks "
+           "of %zu rows per partition (%zu MiB) on a background thread\n",
+           ((s->row_end - s->row_begin) * (in->n_features + in->n_targets) * sizeof(float)) >> 20,
+           T->stream_slots, s->chunk_rows, nn_stream_bytes(s, in, T->stream_slots) >> 20);
   if (s->val_rows)
     printf("validation: %zu rows held out (the last %.3g of every partition), never trained on\n",
            s->val_rows, T->cfg->validation_fraction);
@@ -252,11 +264,34 @@ static int setup(trainer *T, nn_error *e) {
   if (!e->code) check_data_fits(cfg, &info, cfg->train, e);
   if (!e->code) nn_shard_init(&T->shard, info.n_rows, (size_t)cfg->batch_size, (int)cfg->partitions,
                               T->rank, T->world, cfg->validation_fraction, (size_t)cfg->chunk_rows, e);
+  size_t shard_bytes = (T->shard.row_end - T->shard.row_begin) * (info.n_features + info.n_targets) * sizeof(float);
+  if (!e->code && cfg->memory_limit > 0 && shard_bytes > (size_t)cfg->memory_limit) {
+    char at[256];
+    size_t one = nn_stream_bytes(&T->shard, &info, 1);
+    T->stream_slots = (int)((size_t)cfg->memory_limit / one < 8 ? (size_t)cfg->memory_limit / one : 8);
+    nn_config_where(cfg, "data", "memory_limit", at, sizeof at);
+    if (T->stream_slots < 3)
+      nn_fail(e, NN_ECONFIG, "%s: %lld bytes is too small: rank %d streams %d partitions of %zu MiB "
+              "and needs 3 chunks of %ld rows each (%zu MiB); raise it or lower [data] chunk_rows",
+              at, cfg->memory_limit, T->rank, T->shard.p_count, shard_bytes >> 20, cfg->chunk_rows,
+              (3 * one) >> 20);
+    else if (T->shard.val_rows)
+      nn_fail(e, NN_ECONFIG, "%s: streaming cannot hold out validation rows yet; set "
+              "[data] validation_fraction = 0 or raise memory_limit", at);
+  }
   if (nn_comm_agree(e, T->comm)) return e->code;
   long n_classes = info.classification ? cfg->sizes[cfg->n_sizes - 1] : 0;
+  /* a streamed shard is read once here to check it, in bounded memory, then read again by chunks */
+  double t_load = now();
   if (nn_data_load(&T->train, cfg->train, cfg->features, cfg->labels, T->shard.row_begin,
-                   T->shard.row_end, n_classes, 0, T->comm, e))
+                   T->shard.row_end, n_classes, T->stream_slots > 0, T->comm, e))
     return e->code;
+  T->load_s = now() - t_load;
+  MPI_Allreduce(MPI_IN_PLACE, &T->load_s, 1, MPI_DOUBLE, MPI_MAX, T->comm);
+  if (T->stream_slots > 0)
+    nn_stream_open(&T->stream, cfg->train, cfg->features, cfg->labels, &T->shard, &T->train.info,
+                   T->stream_slots, e);
+  if (nn_comm_agree(e, T->comm)) return e->code;
 
   T->have_test = cfg->test[0] != '\0';
   if (T->have_test) {
@@ -321,6 +356,7 @@ static int setup(trainer *T, nn_error *e) {
 }
 
 static void teardown(trainer *T) {
+  nn_stream_close(T->stream);
   nn_data_free(&T->train);
   nn_data_free(&T->test);
   nn_model_free(&T->model);
@@ -339,8 +375,12 @@ static void teardown(trainer *T) {
 /* ---- the step ---------------------------------------------------------------------------- */
 
 /* Copy this rank's rows of global batch k into the model's input and the label buffers. */
-static void gather_batch(trainer *T, size_t k) {
+static int gather_batch(trainer *T, size_t k) {
   const nn_dataset *d = &T->train;
+  if (T->stream) {
+    return nn_stream_batch(T->stream, k, T->model.a[0], d->info.classification ? T->batch_labels : NULL,
+                           T->batch_targets, T->row_ids, &T->t.io_wait, &T->data_err);
+  }
   size_t F = d->info.n_features, n_out = (size_t)T->model.lay.n[T->model.lay.L];
   nn_shard_batch_rows(T->rows, &T->shard, T->order, k);
   for (size_t i = 0; i < T->shard.local_batch; i++) {
@@ -350,6 +390,7 @@ static void gather_batch(trainer *T, size_t k) {
     if (d->labels) T->batch_labels[i] = d->labels[r];
     else memcpy(T->batch_targets + i * n_out, d->targets + r * n_out, n_out * sizeof(float));
   }
+  return 0;
 }
 
 /* One global step; adds this rank's summed loss and correct count to sums[0..1]. The control
@@ -359,18 +400,21 @@ static int train_step(trainer *T, size_t k, long step, double *sums, nn_error *e
   const nn_config *cfg = T->cfg;
   nn_model *m = &T->model;
   size_t B = T->shard.local_batch, n = m->lay.n_params;
-  int32_t *labels = T->train.labels ? T->batch_labels : NULL;
-  float *targets = T->train.labels ? NULL : T->batch_targets;
+  int32_t *labels = T->train.info.classification ? T->batch_labels : NULL;
+  float *targets = T->train.info.classification ? NULL : T->batch_targets;
 
   double t0 = now();
-  gather_batch(T, k);
+  int gathered = gather_batch(T, k) == 0;
   double t1 = now();
   memset(T->grad, 0, n * sizeof(float));
-  m->dropout_rows = T->row_ids;
-  m->dropout_key = nn_rng_key(cfg->seed, (uint64_t)step, 0xd120u);
-  sums[0] += nn_model_forward(m, T->params, B, labels, targets);
-  if (labels) sums[1] += (double)nn_count_correct(m->a[m->lay.L], labels, B, m->lay.n[m->lay.L]);
-  nn_model_backward(m, T->params, T->grad, B, labels, targets);
+  if (gathered) {
+    m->dropout_rows = T->row_ids;
+    m->dropout_key = nn_rng_key(cfg->seed, (uint64_t)step, 0xd120u);
+    sums[0] += nn_model_forward(m, T->params, B, labels, targets);
+    if (labels) sums[1] += (double)nn_count_correct(m->a[m->lay.L], labels, B, m->lay.n[m->lay.L]);
+    nn_model_backward(m, T->params, T->grad, B, labels, targets);
+  }
+  T->grad[n + CTL_DATA_ERROR] = gathered ? 0.0f : 1.0f;
   if (step == cfg->signal_at_step && T->rank == cfg->signal_rank) raise(SIGUSR1); /* test hook */
   T->grad[n + CTL_STOP] = nn_stop_signal ? 1.0f : 0.0f;
   T->grad[n + CTL_CHECKPOINT] = T->rank == 0 && cfg->ckpt_every_seconds > 0 &&
@@ -378,6 +422,10 @@ static int train_step(trainer *T, size_t k, long step, double *sums, nn_error *e
   double t2 = now();
   if (nn_comm_allreduce_sum(T->grad, n + NN_CONTROL, T->comm, e)) return e->code;
   double t3 = now();
+  if (T->grad[n + CTL_DATA_ERROR] > 0) { /* some rank could not read its rows: all stop here */
+    *e = T->data_err;
+    return nn_comm_agree(e, T->comm);
+  }
   /* Every rank holds the same reduced gradient, so every rank takes the same decision here. */
   if (!nn_all_finite(T->grad, n))
     return nn_fail(e, NN_ENUMERIC, "step %ld: the gradient holds NaN or Inf (learning rate too "
@@ -449,9 +497,11 @@ static int write_checkpoint_to(trainer *T, const char *path, long epochs_done, l
                          .world_size = T->world, .epoch_sums = {total[0], total[1], total[2]},
                          .best_val_loss = T->best_val_loss, .best_epoch = T->best_epoch};
     const float *const *state = (const float *const *)T->state;
+    nn_hdf5_lock(); /* the streaming thread may be reading */
     if (nn_ckpt_write(path, T->cfg, T->config_text, &T->model.lay, T->params, T->n_state, state,
                       T->state_names, &meta, e) == 0)
       nn_ckpt_prune(T->cfg->ckpt_dir, T->cfg->ckpt_keep);
+    nn_hdf5_unlock();
   }
   T->last_ckpt_time = now();
   return nn_comm_agree(e, T->comm);
@@ -482,8 +532,10 @@ static void report_epoch(const trainer *T, const epoch_report *r) {
   if (isfinite(r->val_acc)) printf("  val_acc %6.2f%%", 100.0 * r->val_acc);
   if (T->have_test) printf("  test_loss %.4f", r->test_loss);
   if (isfinite(r->test_acc)) printf("  test_acc %6.2f%%", 100.0 * r->test_acc);
-  printf("  lr %.3g  | %.0f samples/s  %.2fs: compute %.2f comm %.2f io %.2f eval %.2f ckpt %.2f\n",
-         r->lr, r->samples_per_s, r->time_s, r->t.compute, r->t.comm, r->t.io, r->t.eval, r->t.ckpt);
+  printf("  lr %.3g  | %.0f samples/s  %.2fs: compute %.2f comm %.2f io %.2f", r->lr, r->samples_per_s,
+         r->time_s, r->t.compute, r->t.comm, r->t.io);
+  if (T->stream) printf(" (waiting %.2f)", r->t.io_wait);
+  printf(" eval %.2f ckpt %.2f\n", r->t.eval, r->t.ckpt);
   fflush(stdout);
   if (!T->metrics) return;
   FILE *f = T->metrics;
@@ -500,6 +552,7 @@ static void report_epoch(const trainer *T, const epoch_report *r) {
   json_number(f, "time_compute_s", r->t.compute);
   json_number(f, "time_comm_s", r->t.comm);
   json_number(f, "time_io_s", r->t.io);
+  json_number(f, "time_io_wait_s", r->t.io_wait);
   json_number(f, "time_eval_s", r->t.eval);
   json_number(f, "time_checkpoint_s", r->t.ckpt);
   fprintf(f, ",\"ranks\":%d}\n", T->world);
@@ -557,6 +610,7 @@ static int run_epochs(trainer *T, nn_error *e) {
     double t_start = now();
     memset(&T->t, 0, sizeof T->t);
     nn_shard_order(T->order, T->chunk_scratch, &T->shard, cfg->seed, epoch, cfg->shuffle);
+    if (T->stream) nn_stream_begin(T->stream, T->order, epoch == T->start.epoch + 1 ? (size_t)T->start.step_in_epoch : 0);
     double sums[2] = {0, 0}, interval[2] = {0, 0}; /* loss, correct */
     size_t k0 = 0;
     if (epoch == T->start.epoch + 1) { /* resumed inside this epoch: its sums so far, on rank 0 */
@@ -595,7 +649,7 @@ static int run_epochs(trainer *T, nn_error *e) {
     double seen = (double)T->shard.steps * (double)cfg->batch_size;
     double seen_now = (double)(T->shard.steps - k0) * (double)cfg->batch_size;
     epoch_report r = {.epoch = epoch, .step = step, .train_loss = epoch_sums[0] / seen,
-                      .train_acc = T->train.labels ? epoch_sums[1] / seen : NAN,
+                      .train_acc = T->train.info.classification ? epoch_sums[1] / seen : NAN,
                       .test_loss = NAN, .test_acc = NAN, .val_loss = NAN, .val_acc = NAN,
                       .samples_per_s = seen_now / train_time,
                       .lr = T->lr};
@@ -603,12 +657,12 @@ static int run_epochs(trainer *T, nn_error *e) {
     if (T->have_test) {
       if (evaluate(T, 0, ev, NULL, e)) return e->code;
       r.test_loss = ev[0] / ev[2];
-      if (T->train.labels) r.test_acc = ev[1] / ev[2];
+      if (T->train.info.classification) r.test_acc = ev[1] / ev[2];
     }
     if (T->shard.val_rows) {
       if (evaluate(T, 1, ev, NULL, e)) return e->code;
       r.val_loss = ev[0] / ev[2];
-      if (T->train.labels) r.val_acc = ev[1] / ev[2];
+      if (T->train.info.classification) r.val_acc = ev[1] / ev[2];
     }
     T->t.eval += now() - t_eval;
     if (cfg->perturb_rank == T->rank && epoch == 1) T->params[0] += 1e-3f; /* test hook */
@@ -652,7 +706,7 @@ static int run_epochs(trainer *T, nn_error *e) {
       return nn_fail(e, NN_EPREEMPTED, "stopped by a signal at the end of epoch %ld (step %ld); "
                      "checkpoint %s written; continue with --resume auto", epoch, step, path);
   }
-  if (T->train.labels && (T->have_test || T->shard.val_rows)) return final_report(T, e);
+  if (T->train.info.classification && (T->have_test || T->shard.val_rows)) return final_report(T, e);
   if (T->rank == 0 && path[0]) printf("done: %ld steps; final checkpoint %s\n", step, path);
   return 0;
 }

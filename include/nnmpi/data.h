@@ -43,3 +43,35 @@ int nn_data_load(nn_dataset *d, const char *path, const char *x_name, const char
 void nn_data_free(nn_dataset *d);
 
 #endif
+
+/* ---- streaming: a training shard larger than [data] memory_limit ----------------------------
+ * The shard's rows are read chunk by chunk (nn_shard's chunks, in the epoch's visiting order) by
+ * a background thread into a few slots per partition, so reading overlaps training. The thread
+ * opens the file with HDF5's serial driver and makes no MPI call. HDF5 is not thread-safe:
+ * other HDF5 calls while a stream runs go between nn_hdf5_lock() and nn_hdf5_unlock(). */
+#include "nnmpi/shard.h"
+
+typedef struct nn_stream nn_stream;
+
+/* Open a stream over this rank's partitions of s, with `slots` chunk buffers per partition
+ * (at least 3). Not collective. */
+int nn_stream_open(nn_stream **out, const char *path, const char *x_name, const char *y_name,
+                   const nn_shard *s, const nn_data_info *info, int slots, nn_error *e);
+void nn_stream_close(nn_stream *st);
+
+/* Bytes of the chunk buffers of a stream with `slots` slots per partition. */
+size_t nn_stream_bytes(const nn_shard *s, const nn_data_info *info, int slots);
+
+/* Start an epoch whose visiting order is `order` (from nn_shard_order; it must stay valid
+ * during the epoch), at step k0 (a resumed epoch). */
+void nn_stream_begin(nn_stream *st, const size_t *order, size_t k0);
+
+/* Copy this rank's rows of step k into X (local_batch, F), labels or targets, and their
+ * global row ids; waits for the reader when needed and adds the seconds waited to *wait_s.
+ * Steps must come in increasing order within an epoch. Fails (NN_EDATA) when the reader
+ * could not read a chunk. */
+int nn_stream_batch(nn_stream *st, size_t k, float *X, int32_t *labels, float *targets,
+                    size_t *row_ids, double *wait_s, nn_error *e);
+
+void nn_hdf5_lock(void);
+void nn_hdf5_unlock(void);

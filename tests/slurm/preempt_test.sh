@@ -91,6 +91,8 @@ in_log() { grep -q -- "$2" "logs/nnmpi-$1.out" 2> /dev/null; }
 show_log() {
   echo "--- logs/nnmpi-$1.out (without epoch and config lines), job $(job_field "$1" JobState) Restarts=$(job_field "$1" Restarts):"
   grep -v -E '^epoch |^[a-z_0-9]+ += |^\[|^$' "logs/nnmpi-$1.out" 2> /dev/null | tail -n 25 | sed 's/^/    /'
+  echo "--- slurmctld and slurmd log lines of job $1:"
+  grep -h -- "$1" "$cluster/log/slurmctld.log" "$cluster/log/slurmd.log" 2> /dev/null | tail -n 25 | sed 's/^/    /'
 }
 # newest_step DIR: global step of the newest checkpoint in DIR (0 if none).
 newest_step() {
@@ -118,7 +120,7 @@ check_resumed() {
   local jid=$1 s f=logs/nnmpi-$1.out ok=0
   s=$(sed -n 's/^nnmpi: stopped: stopped by a signal at step \([0-9]*\).*/\1/p' "$f" | head -n 1)
   if [ -z "$s" ]; then echo "no 'nnmpi: stopped: stopped by a signal at step' line"; ok=1
-  elif ! grep -q "^resume: from ck-[a-z]*/ckpt-e[0-9]*-s0*$s\.h5: .*(global step $s)" "$f"; then
+  elif ! grep -q "^resume: from ck-[a-z0-9]*/ckpt-e[0-9]*-s0*$s\.h5: .*(global step $s)" "$f"; then
     echo "no 'resume: from ...-s$s.h5' line"; ok=1
   fi
   in_log "$jid" "job $jid restart 1 " || { echo "no 'restart 1' start line"; ok=1; }
