@@ -34,6 +34,7 @@ static const int act_out_v[] = {NN_ACT_SOFTMAX, NN_ACT_SIGMOID, NN_ACT_LINEAR};
 static const int loss_v[] = {NN_LOSS_CROSS_ENTROPY, NN_LOSS_MSE};
 static const int init_v[] = {-1, NN_INIT_HE, NN_INIT_XAVIER};
 static const int optimizer_v[] = {NN_OPT_SGD, NN_OPT_NESTEROV, NN_OPT_ADAM, NN_OPT_ADAMW};
+static const int reader_v[] = {NN_READER_MPIO, NN_READER_POSIX};
 static const int schedule_v[] = {NN_SCHED_CONSTANT, NN_SCHED_STEP, NN_SCHED_COSINE};
 
 static const key keys[] = {
@@ -56,6 +57,7 @@ static const key keys[] = {
     {"data", "shuffle", K_BOOL, F(shuffle), 0, "true", 0, 0, 0, "true or false", NULL, NULL},
     {"data", "validation_fraction", K_FLOAT, F(validation_fraction), 0, "0", 0, 0.9, 0,
      "a number in [0, 0.9]", NULL, NULL},
+    {"data", "reader", K_ENUM, F(reader), 0, "mpio", 0, 0, 0, NULL, "mpio|posix", reader_v},
     {"data", "chunk_rows", K_INT, F(chunk_rows), 0, "4096", 1, 1 << 30, 0, "a positive integer", NULL, NULL},
     {"data", "memory_limit", K_BYTES, F(memory_limit), 0, "0", 0, 0, 0,
      "a size in bytes, with an optional K, M, G or T suffix (0 = no limit)", NULL, NULL},

@@ -206,8 +206,8 @@ static int read_all(nn_dataset *d, hid_t x, hid_t y, hid_t dxpl, int64_t *ybuf, 
 }
 
 int nn_data_load(nn_dataset *d, const char *path, const char *x_name, const char *y_name,
-                 size_t begin, size_t end, long n_classes, int validate_only, MPI_Comm comm,
-                 nn_error *e) {
+                 size_t begin, size_t end, long n_classes, int validate_only, int posix,
+                 MPI_Comm comm, nn_error *e) {
   memset(d, 0, sizeof *d);
   hid_t fapl = H5I_INVALID_HID, f = H5I_INVALID_HID, x = H5I_INVALID_HID, y = H5I_INVALID_HID;
   hid_t dxpl = H5I_INVALID_HID;
@@ -241,11 +241,14 @@ int nn_data_load(nn_dataset *d, const char *path, const char *x_name, const char
   if (d->info.classification && !(ybuf = malloc(block_rows * sizeof(int64_t))))
     nn_fail(e, NN_ENOMEM, "out of memory");
 
-  if ((fapl = H5Pcreate(H5P_FILE_ACCESS)) < 0 || H5Pset_fapl_mpio(fapl, comm, MPI_INFO_NULL) < 0 ||
-      (dxpl = H5Pcreate(H5P_DATASET_XFER)) < 0 || H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_COLLECTIVE) < 0)
+  /* MPI-IO with collective reads (parallel file systems), or each rank reading its own rows
+   * with HDF5's POSIX driver (local disks and NFS, where it was twice as fast here). */
+  if ((fapl = H5Pcreate(H5P_FILE_ACCESS)) < 0 || (dxpl = H5Pcreate(H5P_DATASET_XFER)) < 0 ||
+      (!posix && (H5Pset_fapl_mpio(fapl, comm, MPI_INFO_NULL) < 0 ||
+                  H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_COLLECTIVE) < 0)))
     nn_fail(e, NN_EDATA, "%s: cannot set up parallel HDF5 access", path);
   if (nn_comm_agree(e, comm)) goto cleanup;
-  /* Collective open: all ranks reach it, since the agreement above passed everywhere. */
+  /* Collective open (MPI-IO): all ranks reach it, since the agreement above passed everywhere. */
   f = H5Fopen(path, H5F_ACC_RDONLY, fapl);
   if (f < 0 || (x = H5Dopen2(f, x_name, H5P_DEFAULT)) < 0 || (y = H5Dopen2(f, y_name, H5P_DEFAULT)) < 0)
     nn_fail(e, NN_EDATA, "%s: parallel open failed (file system without MPI-IO support?)", path);

@@ -284,7 +284,8 @@ static int setup(trainer *T, nn_error *e) {
   /* a streamed shard is read once here to check it, in bounded memory, then read again by chunks */
   double t_load = now();
   if (nn_data_load(&T->train, cfg->train, cfg->features, cfg->labels, T->shard.row_begin,
-                   T->shard.row_end, n_classes, T->stream_slots > 0, T->comm, e))
+                   T->shard.row_end, n_classes, T->stream_slots > 0, cfg->reader == NN_READER_POSIX,
+                   T->comm, e))
     return e->code;
   T->load_s = now() - t_load;
   MPI_Allreduce(MPI_IN_PLACE, &T->load_s, 1, MPI_DOUBLE, MPI_MAX, T->comm);
@@ -303,7 +304,8 @@ static int setup(trainer *T, nn_error *e) {
     if (nn_comm_agree(e, T->comm)) return e->code;
     size_t b, end;
     nn_split_rows(info.n_rows, T->rank, T->world, &b, &end);
-    if (nn_data_load(&T->test, cfg->test, cfg->features, cfg->labels, b, end, n_classes, 0, T->comm, e))
+    if (nn_data_load(&T->test, cfg->test, cfg->features, cfg->labels, b, end, n_classes, 0,
+                     cfg->reader == NN_READER_POSIX, T->comm, e))
       return e->code;
   }
 

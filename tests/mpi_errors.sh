@@ -92,6 +92,12 @@ for np in 1 2; do
   expect 3 'strings.h5: dataset y: expected integer class ids or float targets' $np good.ini --set data.train=strings.h5
   expect 3 'label.h5: dataset y: label 7 at row 450' $np good.ini --set data.test=label.h5
 done
+for np in 2 3; do  # the same checks through the POSIX reader
+  expect 3 'label.h5: dataset y: label 7 at row 450 is outside 0..2' $np good.ini --set data.train=label.h5 --set data.reader=posix
+  expect 3 'truncated.h5:' $np good.ini --set data.train=truncated.h5 --set data.reader=posix
+  expect 3 'nan.h5: dataset X: NaN at row 550, column 2' $np good.ini --set data.train=nan.h5 --set data.memory_limit=4K \
+    --set data.chunk_rows=16 --set data.partitions=4  # streamed: checked before training
+done
 
 # ---- runtime: status 5 on NaN/Inf in training, status 1 when replicas diverge ----
 synth reg.h5 600 6 0 1 --targets 2

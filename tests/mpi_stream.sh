@@ -34,6 +34,13 @@ for shuffle in true false; do
 done
 grep -q "(waiting " out.log && pass "the epoch line reports the time waiting on the stream" || fail "no waiting time"
 
+# the POSIX reader loads the same rows as collective MPI-IO
+for np in 2 3; do
+  nn "$np" --set checkpoint.dir="posix_$np" --set data.reader=posix || { fail "posix reader -np $np"; continue; }
+  out=$("$NNMPI_CKPT_DIFF" "$(ckpt_at "mem_true_$np" 2)" "$(ckpt_at "posix_$np" 2)" 0) \
+    && pass "reader = posix, -np $np: same weights as mpio" || fail "posix reader -np $np: $out"
+done
+
 # stop mid-epoch and resume while streaming
 nn 2 --set checkpoint.dir=res --set data.memory_limit=400K --set debug.signal_at_step=300 --resume auto
 [ $? -eq 75 ] || fail "streaming stop at step 300"

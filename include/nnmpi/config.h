@@ -18,6 +18,7 @@
 typedef enum nn_act { NN_ACT_RELU, NN_ACT_SIGMOID, NN_ACT_TANH, NN_ACT_SOFTMAX, NN_ACT_LINEAR } nn_act;
 typedef enum nn_loss { NN_LOSS_CROSS_ENTROPY, NN_LOSS_MSE } nn_loss;
 typedef enum nn_init { NN_INIT_HE, NN_INIT_XAVIER } nn_init;
+typedef enum nn_reader { NN_READER_MPIO, NN_READER_POSIX } nn_reader;
 
 
 typedef struct nn_config {
@@ -40,6 +41,7 @@ typedef struct nn_config {
   long partitions;                   /* 0 = auto: largest divisor of batch_size <= 64 */
   double validation_fraction;        /* held out from the end of every partition */
   long chunk_rows;                   /* shuffling chunk: rows read and visited together */
+  nn_reader reader;                  /* how shards are read: collective MPI-IO or per-rank POSIX */
   long long memory_limit;            /* bytes per rank for the training shard; 0 = no limit */
   /* [train] */
   long epochs;

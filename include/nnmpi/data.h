@@ -35,10 +35,11 @@ int nn_data_info_read(const char *path, const char *x_name, const char *y_name, 
  * that X is finite and labels lie in [0, n_classes) (n_classes <= 0: no check). Errors are
  * agreed: every rank returns the same code and message. With validate_only the rows are read
  * and checked block by block in bounded memory but not kept (d->X etc. stay NULL): the check
- * before training from a stream. */
+ * before training from a stream. With posix, each rank reads with HDF5's POSIX driver instead
+ * of collective MPI-IO (still collective as a function: errors are agreed). */
 int nn_data_load(nn_dataset *d, const char *path, const char *x_name, const char *y_name,
-                 size_t begin, size_t end, long n_classes, int validate_only, MPI_Comm comm,
-                 nn_error *e);
+                 size_t begin, size_t end, long n_classes, int validate_only, int posix,
+                 MPI_Comm comm, nn_error *e);
 
 void nn_data_free(nn_dataset *d);
 

@@ -194,7 +194,7 @@ else
     elif msg=$(check_resumed "$jid") && in_log "$jid" 'got SIGUSR1, forwarding SIGUSR1 to srun' \
          && in_log "$jid" '^srun: error: .*Exited with exit code 75'; then
       pass "b. USR1 to the batch shell: exit 75, self-requeue, restart 1 resumed and completed; $msg" \
-        "(${t_run}s-${t}s to checkpoint, $((t_rel - t_run))s stop+requeue, $((SECONDS - t_rel))s rest)"
+        "($((t_run - t))s to checkpoint, $((t_rel - t_run))s stop+requeue, $((SECONDS - t_rel))s rest)"
       compare usr1
     else
       fail "b. USR1 + requeue + resume: $msg"; show_log "$jid"
