@@ -32,6 +32,26 @@ int nn_comm_allreduce_sum(float *buf, size_t n, MPI_Comm comm, nn_error *e) {
   return 0;
 }
 
+void nn_grad_sync_ready(void *ctx, size_t offset, size_t count) {
+  nn_grad_sync *s = ctx;
+  if (offset + count == s->n_params) count += s->extra;
+  if (s->n_req == NN_MAX_SLICES || count > INT_MAX) { /* cannot post it: reduce it now */
+    if (nn_comm_allreduce_sum(s->grad + offset, count, s->comm, &(nn_error){0})) s->failed = 1;
+  } else if (MPI_Iallreduce(MPI_IN_PLACE, s->grad + offset, (int)count, MPI_FLOAT, MPI_SUM, s->comm,
+                            &s->req[s->n_req++]) != MPI_SUCCESS) {
+    s->failed = 1;
+  }
+  int done; /* drive the progress of the reductions already posted */
+  MPI_Testall(s->n_req, s->req, &done, MPI_STATUSES_IGNORE);
+}
+
+int nn_grad_sync_wait(nn_grad_sync *s, nn_error *e) {
+  int rc = MPI_Waitall(s->n_req, s->req, MPI_STATUSES_IGNORE) != MPI_SUCCESS || s->failed;
+  s->n_req = 0;
+  s->failed = 0;
+  return rc ? nn_fail(e, NN_EMPI, "MPI_Iallreduce of the gradient failed") : 0;
+}
+
 int nn_comm_sum_doubles(double *buf, int n, MPI_Comm comm, nn_error *e) {
   if (MPI_Allreduce(MPI_IN_PLACE, buf, n, MPI_DOUBLE, MPI_SUM, comm) != MPI_SUCCESS)
     return nn_fail(e, NN_EMPI, "MPI_Allreduce of metrics failed");

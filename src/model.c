@@ -87,17 +87,34 @@ void nn_dense_forward(float *z, const float *a_prev, const float *W, const float
               n_in, 1.0f, z, n_out);
 }
 
-void nn_dense_backward(float *dW, float *db, float *delta_prev, const float *delta,
-                       const float *a_prev, const float *W, size_t B, int n_in, int n_out) {
-  cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n_out, n_in, (int)B, 1.0f, delta, n_out,
-              a_prev, n_in, 1.0f, dW, n_in);
+static int slice_blocks(const nn_layout *lay, int l, const nn_grad_hook *hook);
+
+/* dW rows [j0, j1) (n_out, n_in) += delta[:, j0:j1]^T a_prev */
+static void weight_grad_rows(float *dW, const float *delta, const float *a_prev, size_t B, int n_in,
+                             int n_out, int j0, int j1) {
+  cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, j1 - j0, n_in, (int)B, 1.0f, delta + j0, n_out,
+              a_prev, n_in, 1.0f, dW + (size_t)j0 * (size_t)n_in, n_in);
+}
+
+/* db (n_out) += column sums of delta (B, n_out) */
+static void bias_grad(float *db, const float *delta, size_t B, int n_out) {
   for (size_t i = 0; i < B; i++) {
     const float *d = delta + i * (size_t)n_out;
     for (int j = 0; j < n_out; j++) db[j] += d[j];
   }
-  if (delta_prev)
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)B, n_in, n_out, 1.0f, delta, n_out,
-                W, n_in, 0.0f, delta_prev, n_in);
+}
+
+/* delta_prev (B, n_in) = delta (B, n_out) W (n_out, n_in) */
+static void input_grad(float *delta_prev, const float *delta, const float *W, size_t B, int n_in, int n_out) {
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)B, n_in, n_out, 1.0f, delta, n_out, W,
+              n_in, 0.0f, delta_prev, n_in);
+}
+
+void nn_dense_backward(float *dW, float *db, float *delta_prev, const float *delta,
+                       const float *a_prev, const float *W, size_t B, int n_in, int n_out) {
+  weight_grad_rows(dW, delta, a_prev, B, n_in, n_out, 0, n_out);
+  bias_grad(db, delta, B, n_out);
+  if (delta_prev) input_grad(delta_prev, delta, W, B, n_in, n_out);
 }
 
 static void softmax_row(float *a, int n) {
@@ -243,21 +260,57 @@ double nn_model_forward(nn_model *m, const float *params, size_t B, const int32_
 }
 
 void nn_model_backward(nn_model *m, const float *params, float *grad, size_t B,
-                       const int32_t *labels, const float *targets) {
+                       const int32_t *labels, const float *targets, const nn_grad_hook *hook) {
   const nn_layout *lay = &m->lay;
   float *d = m->delta[0], *d_prev = m->delta[1];
   nn_output_delta(d, m->a[lay->L], m->output, m->loss, labels, targets, B, lay->n[lay->L]);
   for (int l = lay->L; l >= 1; l--) {
-    nn_dense_backward(grad + lay->W_off[l], grad + lay->b_off[l], l > 1 ? d_prev : NULL, d,
-                      m->a[l - 1], params + lay->W_off[l], B, lay->n[l - 1], lay->n[l]);
+    int n_in = lay->n[l - 1], n_out = lay->n[l];
+    float *dW = grad + lay->W_off[l];
+    bias_grad(grad + lay->b_off[l], d, B, n_out);
+    /* dW in row blocks; each finished block (the last with b^l, which follows W^l) is handed
+     * to the hook at once, so its reduction overlaps the remaining GEMMs */
+    int blocks = hook ? slice_blocks(lay, l, hook) : 1;
+    for (int b = 0; b < blocks; b++) {
+      int j0 = (int)((long long)n_out * b / blocks), j1 = (int)((long long)n_out * (b + 1) / blocks);
+      weight_grad_rows(dW, d, m->a[l - 1], B, n_in, n_out, j0, j1);
+      if (hook) {
+        size_t from = lay->W_off[l] + (size_t)j0 * (size_t)n_in;
+        size_t to = b + 1 < blocks ? lay->W_off[l] + (size_t)j1 * (size_t)n_in : lay->b_off[l] + (size_t)n_out;
+        hook->ready(hook->ctx, from, to - from);
+      }
+    }
     if (l > 1) {
+      input_grad(d_prev, d, params + lay->W_off[l], B, n_in, n_out);
       if (m->dropout > 0 && m->dropout_rows)
-        nn_dropout_backward(d_prev, m->a[l - 1], m->mask[l - 1], m->hidden, B * (size_t)lay->n[l - 1]);
+        nn_dropout_backward(d_prev, m->a[l - 1], m->mask[l - 1], m->hidden, B * (size_t)n_in);
       else
-        nn_activate_backward(d_prev, m->a[l - 1], m->hidden, B * (size_t)lay->n[l - 1]);
+        nn_activate_backward(d_prev, m->a[l - 1], m->hidden, B * (size_t)n_in);
       float *t = d;
       d = d_prev;
       d_prev = t;
+    }
+  }
+}
+
+/* The slice boundaries nn_model_backward reports, for one layer. */
+static int slice_blocks(const nn_layout *lay, int l, const nn_grad_hook *hook) {
+  size_t size = (size_t)lay->n[l] * (size_t)lay->n[l - 1];
+  int blocks = (int)(size / NN_GRAD_BLOCK_MIN);
+  if (blocks < 1) blocks = 1;
+  if (blocks > hook->max_blocks) blocks = hook->max_blocks;
+  if (blocks > lay->n[l]) blocks = lay->n[l];
+  return blocks;
+}
+
+void nn_model_zero_slices(const nn_layout *lay, const nn_grad_hook *hook) {
+  for (int l = lay->L; l >= 1; l--) {
+    int blocks = slice_blocks(lay, l, hook), n_in = lay->n[l - 1], n_out = lay->n[l];
+    for (int b = 0; b < blocks; b++) {
+      int j0 = (int)((long long)n_out * b / blocks), j1 = (int)((long long)n_out * (b + 1) / blocks);
+      size_t from = lay->W_off[l] + (size_t)j0 * (size_t)n_in;
+      size_t to = b + 1 < blocks ? lay->W_off[l] + (size_t)j1 * (size_t)n_in : lay->b_off[l] + (size_t)n_out;
+      hook->ready(hook->ctx, from, to - from);
     }
   }
 }

@@ -47,6 +47,7 @@ static double now(void) {
 /* Seconds spent per category in the current epoch. */
 typedef struct timers {
   double compute, comm, io, io_wait, eval, ckpt; /* io_wait: part of io spent waiting on a stream */
+  double forward, backward, update;              /* parts of compute */
 } timers;
 
 typedef struct trainer {
@@ -68,6 +69,8 @@ typedef struct trainer {
   int n_state;
   const char *const *state_names;
   nn_optim_params optim;           /* lr is set every step from the schedule */
+  nn_grad_sync sync;               /* overlapped reduction state ([train] allreduce = overlap) */
+  nn_grad_hook hook;
   nn_schedule schedule;
   double lr;                       /* learning rate of the latest step */
   nn_ckpt_meta start;              /* where training resumes (zero for a fresh start) */
@@ -341,6 +344,9 @@ static int setup(trainer *T, nn_error *e) {
       nn_fail(e, NN_ENOMEM, "cannot allocate the model's buffers (%zu parameters)", lay.n_params);
   }
   if (nn_comm_agree(e, T->comm)) return e->code;
+  T->sync = (nn_grad_sync){.comm = T->comm, .grad = T->grad, .n_params = T->model.lay.n_params,
+                           .extra = NN_CONTROL};
+  T->hook = (nn_grad_hook){.ready = nn_grad_sync_ready, .ctx = &T->sync, .max_blocks = 4};
 
   if (T->rank == 0) {
     nn_ckpt_prepare_dir(cfg->ckpt_dir, e);
@@ -409,20 +415,27 @@ static int train_step(trainer *T, size_t k, long step, double *sums, nn_error *e
   int gathered = gather_batch(T, k) == 0;
   double t1 = now();
   memset(T->grad, 0, n * sizeof(float));
-  if (gathered) {
-    m->dropout_rows = T->row_ids;
-    m->dropout_key = nn_rng_key(cfg->seed, (uint64_t)step, 0xd120u);
-    sums[0] += nn_model_forward(m, T->params, B, labels, targets);
-    if (labels) sums[1] += (double)nn_count_correct(m->a[m->lay.L], labels, B, m->lay.n[m->lay.L]);
-    nn_model_backward(m, T->params, T->grad, B, labels, targets);
-  }
+  /* the control slots ride with the first slice reduced (the last layer's), so set them first */
   T->grad[n + CTL_DATA_ERROR] = gathered ? 0.0f : 1.0f;
   if (step == cfg->signal_at_step && T->rank == cfg->signal_rank) raise(SIGUSR1); /* test hook */
   T->grad[n + CTL_STOP] = nn_stop_signal ? 1.0f : 0.0f;
   T->grad[n + CTL_CHECKPOINT] = T->rank == 0 && cfg->ckpt_every_seconds > 0 &&
                                 t1 - T->last_ckpt_time >= cfg->ckpt_every_seconds;
+  double t_fwd = t1, t_bwd = t1;
+  if (gathered) {
+    m->dropout_rows = T->row_ids;
+    m->dropout_key = nn_rng_key(cfg->seed, (uint64_t)step, 0xd120u);
+    sums[0] += nn_model_forward(m, T->params, B, labels, targets);
+    if (labels) sums[1] += (double)nn_count_correct(m->a[m->lay.L], labels, B, m->lay.n[m->lay.L]);
+    t_fwd = now();
+    nn_model_backward(m, T->params, T->grad, B, labels, targets, cfg->allreduce ? &T->hook : NULL);
+    t_bwd = now();
+  } else if (cfg->allreduce) { /* nothing to compute: post the same slices all the same */
+    nn_model_zero_slices(&m->lay, &T->hook);
+  }
   double t2 = now();
-  if (nn_comm_allreduce_sum(T->grad, n + NN_CONTROL, T->comm, e)) return e->code;
+  if (cfg->allreduce ? nn_grad_sync_wait(&T->sync, e) : nn_comm_allreduce_sum(T->grad, n + NN_CONTROL, T->comm, e))
+    return e->code;
   double t3 = now();
   if (T->grad[n + CTL_DATA_ERROR] > 0) { /* some rank could not read its rows: all stop here */
     *e = T->data_err;
@@ -441,7 +454,10 @@ static int train_step(trainer *T, size_t k, long step, double *sums, nn_error *e
   double t4 = now();
   T->t.io += t1 - t0;
   T->t.compute += (t2 - t1) + (t4 - t3);
-  T->t.comm += t3 - t2;
+  T->t.comm += t3 - t2; /* with overlap: only the part left after backprop */
+  T->t.forward += t_fwd - t1;
+  T->t.backward += t_bwd - t_fwd;
+  T->t.update += t4 - t3;
   return 0;
 }
 
@@ -521,8 +537,13 @@ static void json_number(FILE *f, const char *key, double v) {
   else fprintf(f, ",\"%s\":null", key);
 }
 
+enum { PH_FORWARD, PH_BACKWARD, PH_COMM, PH_UPDATE, PH_IO, N_PHASES };
+static const char *const phase_names[N_PHASES] = {"forward", "backward", "allreduce_wait", "update", "io"};
+
 typedef struct epoch_report {
-  long epoch, step;
+  long epoch, step, steps;
+  double train_s;                          /* the training part of the epoch (samples_per_s) */
+  double phase_max[N_PHASES], phase_min[N_PHASES]; /* per-phase seconds, max and min over ranks */
   double train_loss, train_acc, val_loss, val_acc, test_loss, test_acc, samples_per_s, time_s, lr;
   timers t;
 } epoch_report;
@@ -557,7 +578,16 @@ static void report_epoch(const trainer *T, const epoch_report *r) {
   json_number(f, "time_io_wait_s", r->t.io_wait);
   json_number(f, "time_eval_s", r->t.eval);
   json_number(f, "time_checkpoint_s", r->t.ckpt);
-  fprintf(f, ",\"ranks\":%d}\n", T->world);
+  json_number(f, "time_train_s", r->train_s);
+  for (int i = 0; i < N_PHASES; i++) {
+    char key[64];
+    snprintf(key, sizeof key, "time_%s_s_max", phase_names[i]);
+    json_number(f, key, r->phase_max[i]);
+    snprintf(key, sizeof key, "time_%s_s_min", phase_names[i]);
+    json_number(f, key, r->phase_min[i]);
+  }
+  fprintf(f, ",\"steps\":%ld,\"global_batch\":%ld,\"ranks\":%d,\"allreduce\":\"%s\"}\n", r->steps,
+          T->cfg->batch_size, T->world, T->cfg->allreduce ? "overlap" : "blocking");
   fflush(f);
 }
 
@@ -646,6 +676,9 @@ static int run_epochs(trainer *T, nn_error *e) {
       if (want && k + 1 == T->shard.steps) T->last_ckpt_time = -1e300; /* forces one below */
     }
     double train_time = now() - t_start;
+    double phases[N_PHASES] = {T->t.forward, T->t.backward, T->t.comm, T->t.update, T->t.io}, ph_max[N_PHASES], ph_min[N_PHASES];
+    MPI_Allreduce(phases, ph_max, N_PHASES, MPI_DOUBLE, MPI_MAX, T->comm);
+    MPI_Allreduce(phases, ph_min, N_PHASES, MPI_DOUBLE, MPI_MIN, T->comm);
     double epoch_sums[2] = {sums[0], sums[1]};
     if (nn_comm_sum_doubles(epoch_sums, 2, T->comm, e)) return e->code;
     double seen = (double)T->shard.steps * (double)cfg->batch_size;
@@ -653,8 +686,11 @@ static int run_epochs(trainer *T, nn_error *e) {
     epoch_report r = {.epoch = epoch, .step = step, .train_loss = epoch_sums[0] / seen,
                       .train_acc = T->train.info.classification ? epoch_sums[1] / seen : NAN,
                       .test_loss = NAN, .test_acc = NAN, .val_loss = NAN, .val_acc = NAN,
-                      .samples_per_s = seen_now / train_time,
+                      .samples_per_s = seen_now / train_time, .train_s = train_time,
+                      .steps = (long)(T->shard.steps - k0),
                       .lr = T->lr};
+    memcpy(r.phase_max, ph_max, sizeof ph_max);
+    memcpy(r.phase_min, ph_min, sizeof ph_min);
     double t_eval = now(), ev[3];
     if (T->have_test) {
       if (evaluate(T, 0, ev, NULL, e)) return e->code;

@@ -27,10 +27,11 @@ synth() {
     > /dev/null 2>&1 || { echo "synth $out failed" >&2; exit 1; }
 }
 
-# json_field FILE LINE KEY: a numeric field of one JSON line of a metrics file ("last" = last line).
+# json_field FILE N KEY: a field of the N-th per-epoch line of a metrics file ("last" = the last
+# one; the final confusion-matrix line does not count).
 json_field() {
   local line
-  if [ "$2" = last ]; then line=$(tail -n 1 "$1"); else line=$(sed -n "$2p" "$1"); fi
+  if [ "$2" = last ]; then line=$(grep '"epoch"' "$1" | tail -n 1); else line=$(grep '"epoch"' "$1" | sed -n "$2p"); fi
   echo "$line" | sed -n "s/.*\"$3\":\([^,}]*\).*/\1/p"
 }
 

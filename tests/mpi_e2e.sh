@@ -34,7 +34,8 @@ acc=$(json_field run.jsonl last test_accuracy)
 echo "train_loss $first -> $last, test_accuracy $acc"
 less_than "$last" "$(awk -v f="$first" 'BEGIN { print f * 0.7 }')" && pass "loss falls" || fail "loss did not fall: $first -> $last"
 less_than 0.72 "$acc" && pass "test accuracy $acc > 0.72 (chance: 0.25)" || fail "test accuracy $acc <= 0.72"
-[ "$(wc -l < run.jsonl)" -eq 8 ] && pass "8 metrics lines" || fail "expected 8 metrics lines"
+[ "$(grep -c '"epoch"' run.jsonl)" -eq 8 ] && grep -q '"final":true' run.jsonl && pass "8 metrics lines and a final one" \
+  || fail "expected 8 metrics lines and a final one"
 for key in epoch step train_loss test_loss test_accuracy samples_per_s time_s time_compute_s time_comm_s time_io_s; do
   grep -q "\"$key\":" run.jsonl || fail "metrics lack key $key"
 done

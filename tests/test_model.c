@@ -167,7 +167,7 @@ static void gradient_check(nn_act hidden, nn_act out, nn_loss loss, int use_labe
   const float *tgt = use_labels ? NULL : targets;
   for (size_t i = 0; i < B * 5; i++) m.a[0][i] = X[i];
   double lf = nn_model_forward(&m, params, B, lab, tgt);
-  nn_model_backward(&m, params, grad, B, lab, tgt);
+  nn_model_backward(&m, params, grad, B, lab, tgt, NULL);
 
   for (size_t i = 0; i < n; i++) pd[i] = params[i];
   float *const *masks = dropout > 0 ? m.mask : NULL;
@@ -238,6 +238,51 @@ static void test_dropout_mask(void) {
   CHECK(memcmp(mask2 + N, mask + 3 * N, N * sizeof(float)) == 0);
 }
 
+/* The hook's slices tile the gradient exactly once, last layer first, and the blocked
+ * backward gives the same gradient as the unblocked one. */
+typedef struct slices { size_t offset[64], count[64]; int n; } slices;
+static void record(void *ctx, size_t offset, size_t count) {
+  slices *s = ctx;
+  if (s->n < 64) s->offset[s->n] = offset, s->count[s->n] = count;
+  s->n++;
+}
+
+static void test_backward_hook(void) {
+  enum { B = 16 };
+  int sizes[] = {300, 512, 40, 7}; /* W1 = 153600 weights: 2 blocks of >= 64 Ki */
+  nn_layout lay;
+  nn_model m;
+  nn_error e = {0};
+  nn_layout_init(&lay, sizes, 4, &e);
+  CHECK_INT(nn_model_init(&m, &lay, NN_ACT_TANH, NN_ACT_SOFTMAX, NN_LOSS_CROSS_ENTROPY, 0, B, &e), 0);
+  nn_rng r;
+  nn_rng_init(&r, 3);
+  size_t n = lay.n_params;
+  float *params = malloc(n * sizeof *params), *g1 = calloc(n, sizeof *g1), *g2 = calloc(n, sizeof *g2);
+  int32_t labels[B];
+  fill(params, n, &r, 0.1);
+  fill(m.a[0], B * 300, &r, 1);
+  for (int i = 0; i < B; i++) labels[i] = i % 7;
+  nn_model_forward(&m, params, B, labels, NULL);
+  nn_model_backward(&m, params, g1, B, labels, NULL, NULL);
+  slices got = {.n = 0};
+  nn_grad_hook hook = {.ready = record, .ctx = &got, .max_blocks = 4};
+  nn_model_backward(&m, params, g2, B, labels, NULL, &hook);
+  CHECK_INT(got.n, 4); /* layer 3, layer 2, and layer 1 in 2 blocks */
+  CHECK_INT(got.offset[0], lay.W_off[3]);
+  CHECK_INT(got.offset[0] + got.count[0], n);
+  size_t covered = 0;
+  for (int i = 0; i < got.n && i < 64; i++) covered += got.count[i];
+  CHECK_INT(covered, n);
+  CHECK_INT(got.offset[got.n - 1] + got.count[got.n - 1], lay.W_off[2]); /* W1 rows, then b1 */
+  CHECK_INT(got.offset[got.n - 2], 0);
+  double max_diff = 0;
+  for (size_t i = 0; i < n; i++) max_diff = fmax(max_diff, fabs((double)g1[i] - g2[i]));
+  CHECK(max_diff < 1e-5);
+  free(params), free(g1), free(g2);
+  nn_model_free(&m);
+}
+
 static void test_layout(void) {
   nn_layout lay;
   nn_error e = {0};
@@ -259,5 +304,6 @@ int main(void) {
   test_worked_example();
   test_gradients();
   test_dropout_mask();
+  test_backward_hook();
   TEST_MAIN_END();
 }

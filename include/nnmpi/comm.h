@@ -18,6 +18,23 @@ int nn_comm_agree(nn_error *e, MPI_Comm comm);
 /* In-place MPI_Allreduce(SUM) of n floats (split into pieces of at most INT_MAX). */
 int nn_comm_allreduce_sum(float *buf, size_t n, MPI_Comm comm, nn_error *e);
 
+/* Overlapped gradient reduction: one MPI_Iallreduce(SUM) per slice of the flat gradient as
+ * backprop finishes it (nn_grad_hook), driven by MPI_Testall at every new slice, completed by
+ * nn_grad_sync_wait before the update. Every rank posts the same slices in the same order. */
+#define NN_MAX_SLICES 256
+typedef struct nn_grad_sync {
+  MPI_Comm comm;
+  float *grad;
+  size_t n_params, extra;   /* slots after the gradient, reduced with the slice that ends there */
+  MPI_Request req[NN_MAX_SLICES];
+  int n_req, failed;
+} nn_grad_sync;
+
+/* The nn_grad_hook callback: ctx is an nn_grad_sync. */
+void nn_grad_sync_ready(void *ctx, size_t offset, size_t count);
+/* Wait for all slices; returns 0 or NN_EMPI. Resets the object for the next step. */
+int nn_grad_sync_wait(nn_grad_sync *s, nn_error *e);
+
 /* In-place MPI_Allreduce(SUM) of n doubles. */
 int nn_comm_sum_doubles(double *buf, int n, MPI_Comm comm, nn_error *e);
 

@@ -59,6 +59,7 @@ typedef struct nn_config {
   int scale_lr_with_batch;           /* lr x batch_size / base_batch (Goyal et al. 2017) */
   long base_batch;
   double clip_norm;                  /* max global L2 norm of the mean gradient; 0 = off */
+  int allreduce;                     /* 1: overlap with backprop (MPI_Iallreduce), 0: one blocking call */
   long blas_threads;
   /* [checkpoint] */
   char ckpt_dir[NN_PATH_MAX];

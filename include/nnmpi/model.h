@@ -51,10 +51,24 @@ void nn_model_free(nn_model *m);
 double nn_model_forward(nn_model *m, const float *params, size_t B, const int32_t *labels,
                         const float *targets);
 
+/* Told as soon as a slice of the gradient is final, so that its reduction can start while
+ * backprop goes on (last layer first). Slices are contiguous ranges of the flat buffer that
+ * tile [0, n_params) exactly once; b^l comes with the last slice of W^l. */
+typedef struct nn_grad_hook {
+  void (*ready)(void *ctx, size_t offset, size_t count);
+  void *ctx;
+  int max_blocks;   /* a layer's dW is cut into at most this many row blocks */
+} nn_grad_hook;
+#define NN_GRAD_BLOCK_MIN ((size_t)1 << 16) /* a block has at least 64 Ki weights */
+
 /* Backward pass after nn_model_forward on the same batch: adds the batch's summed gradient
- * (not divided by B) into grad, which has the layout of params. */
+ * (not divided by B) into grad, which has the layout of params. hook may be NULL. */
 void nn_model_backward(nn_model *m, const float *params, float *grad, size_t B,
-                       const int32_t *labels, const float *targets);
+                       const int32_t *labels, const float *targets, const nn_grad_hook *hook);
+
+/* Report the slices nn_model_backward would report, without computing (a rank with nothing to
+ * compute must still take part in the same reductions). */
+void nn_model_zero_slices(const nn_layout *lay, const nn_grad_hook *hook);
 
 /* Number of rows of a[L] (B, n_L) whose argmax equals the label. */
 size_t nn_count_correct(const float *a, const int32_t *labels, size_t B, int n);

@@ -20,7 +20,7 @@
 # exit 0 only if all pass, 77 (skip) when not root or Slurm/munge is missing.
 # Environment: NNMPI_BIN, NNMPI_DATA_BIN, NNMPI_CKPT_DIFF (default build/nnmpi,
 #   build/nnmpi-data, build/tests/ckpt_diff), NNMPI_MPIEXEC (default mpirun, for the reference),
-#   PREEMPT_EPOCHS (default 40: ~12 s per run at 2 ranks here), NNMPI_SLURM_PORT (cluster.sh),
+#   PREEMPT_EPOCHS (default 30: ~10-15 s per run at 2 ranks on an idle 2-core host), NNMPI_SLURM_PORT (cluster.sh),
 #   KEEP_SLURM_TEST=1 keeps the temp dir for inspection.
 # shellcheck disable=SC2317  # helpers called from wait_until, traps and after finish()
 set -uo pipefail
@@ -37,7 +37,7 @@ bin=${NNMPI_BIN:-$root/build/nnmpi}
 data_bin=${NNMPI_DATA_BIN:-$(dirname "$bin")/nnmpi-data}
 ckpt_diff=${NNMPI_CKPT_DIFF:-$(dirname "$bin")/tests/ckpt_diff}
 mpiexec=${NNMPI_MPIEXEC:-mpirun}
-epochs=${PREEMPT_EPOCHS:-40}
+epochs=${PREEMPT_EPOCHS:-30}
 sbatch_script=$root/jobs/train.sbatch
 
 passed=0 failed=0
@@ -106,7 +106,7 @@ running_with_ckpt() { state_is "$1" RUNNING && [ "$(newest_step "$2")" -ge "$3" 
 # submit NAME [nnmpi args]: sbatch train.sbatch (2 tasks), checkpoints in ck-NAME; echoes the id.
 submit() {
   local name=$1; shift
-  sbatch --parsable --ntasks=2 --job-name="nnmpi-$name" "$sbatch_script" run.ini \
+  sbatch --parsable --ntasks=2 --job-name="nnmpi-$name" "$sbatch_script" preempt.ini \
     --set "checkpoint.dir=ck-$name" "$@"
 }
 # release JOB: once the requeued job is PENDING, lift Slurm's ~2-minute requeue hold.
@@ -134,11 +134,13 @@ check_resumed() {
 }
 
 # ---- data and config: 20000 x 32, 4 classes; 312 steps an epoch ----
+# Not named run.ini: tests/mpi_resume.sh kills processes matching `pgrep -f "$NNMPI_BIN run.ini"`
+# (any run of that binary with a run.ini, e.g. this test's under a parallel ctest).
 "$data_bin" synth data.h5 --samples 20000 --features 32 --classes 4 --seed 3 > /dev/null 2>&1 \
   || { fail "nnmpi-data synth"; finish; }
-cat > run.ini << EOF
+cat > preempt.ini << EOF
 [model]
-layers = 32, 64, 4
+layers = 32, 256, 256, 4
 activation = tanh
 seed = 5
 [data]
@@ -159,7 +161,7 @@ final=$(printf 'ckpt-e%04d-s%09d.h5' "$epochs" $((epochs * steps_per_epoch)))
 
 # ---- a. reference: uninterrupted, mpirun -np 2, outside Slurm ----
 t=$SECONDS
-if timeout 180 "$mpiexec" -np 2 "$bin" run.ini > ref.log 2>&1 && [ -f "ck-ref/$final" ]; then
+if timeout 180 "$mpiexec" -np 2 "$bin" preempt.ini > ref.log 2>&1 && [ -f "ck-ref/$final" ]; then
   ref_s=$((SECONDS - t)); pass "a. reference run: $epochs epochs at 2 ranks in ${ref_s}s"
 else
   fail "a. reference run (status $?, no ck-ref/$final)"; tail -n 5 ref.log; finish
