@@ -35,6 +35,11 @@ expect_status() { # WANT WHAT NP ARGS...
   [ "$rc" -eq "$want" ] && return 0
   fail "$what: status $rc, want $want"; cat err.log >&2; return 1
 }
+# ranks_of PID: the nnmpi processes that the launcher PID (mpirun) started, and no one else's.
+ranks_of() {
+  local p
+  for p in $(pgrep -P "$1"); do [ "$(cat /proc/"$p"/comm 2>/dev/null)" = nnmpi ] && echo "$p"; done
+}
 all_valid() { # DIR: every checkpoint under a final name reads back with valid checksums
   local f bad=0
   for f in "$1"/ckpt-e*-s*.h5; do [ -e "$f" ] || continue; "$NNMPI_CKPT_CHECK" "$f" "$SIZES" > /dev/null 2>> err.log || bad=1; done
@@ -70,7 +75,7 @@ out=$("$NNMPI_CKPT_DIFF" "$REF" "$(ckpt_at mixed 4)" 1e-5) && pass "resumed at -
 launcher=$!
 for _ in $(seq 100); do [ -n "$(ls sig 2>/dev/null)" ] && break; sleep 0.1; done
 rank=""
-for p in $(pgrep -f "$NNMPI_BIN run.ini"); do [ "$(cat /proc/"$p"/comm 2>/dev/null)" = nnmpi ] && rank=$p; done
+for p in $(ranks_of "$launcher"); do rank=$p; done
 if [ -z "$rank" ]; then fail "no rank process found"; else kill -TERM "$rank"; fi
 ( sleep 60; kill -9 "$launcher" 2>/dev/null ) & guard=$!
 wait "$launcher"; rc=$?
@@ -88,8 +93,7 @@ for round in 1 2 3 4 5 6 7 8; do
     --set checkpoint.every_steps=3 --resume auto > out.log 2> err.log &
   launcher=$!
   sleep "0.$((RANDOM % 9 + 1))"
-  victims=()
-  for p in $(pgrep -f "$NNMPI_BIN run.ini"); do [ "$(cat /proc/"$p"/comm 2>/dev/null)" = nnmpi ] && victims+=("$p"); done
+  mapfile -t victims < <(ranks_of "$launcher")
   [ ${#victims[@]} -gt 0 ] && kill -9 "${victims[$((RANDOM % ${#victims[@]}))]}" 2>/dev/null
   ( sleep 60; kill -9 "$launcher" 2>/dev/null ) & guard=$!
   wait "$launcher"

@@ -222,6 +222,12 @@ do_start() {
   runuser -u munge -- test -x "$dir" \
     || die "the munge user cannot reach $dir: make its parent directories searchable (chmod o+x)"
 
+  # Two clusters starting at once (parallel ctest) would both find the same ports free and talk
+  # to each other's daemons (munge "Invalid credential"): choose the ports and start the daemons
+  # under a host-wide lock, held until slurmctld and slurmd listen. The daemons get fd 8 closed,
+  # or they would hold the lock for their whole life.
+  exec 8> /tmp/nnmpi-slurm-cluster.lock
+  flock -w $((2 * timeout)) 8 || die "another cluster.sh start holds /tmp/nnmpi-slurm-cluster.lock"
   # Ports: NNMPI_SLURM_PORT if set (an error if taken), else the first free pair of 16817/16818,
   # 16827/16828, ... so that several clusters (parallel tests, a developer's own) can coexist.
   local tries=0
@@ -238,7 +244,7 @@ do_start() {
   runuser -u munge -- mungekey --create --keyfile="$key" \
     || die "mungekey could not create $key"
   env "$marker_var=$dir" runuser -u munge -- munged --socket="$msock" --key-file="$key" \
-    --pid-file="$mdir/munged.pid" --log-file="$mdir/munged.log" --seed-file="$mdir/munged.seed" \
+    --pid-file="$mdir/munged.pid" --log-file="$mdir/munged.log" --seed-file="$mdir/munged.seed" 8>&- \
     || fail_start "munged did not start"
   wait_for munge_works || fail_start "munged does not answer on $msock"
 
@@ -297,15 +303,16 @@ PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP OverSubscr
 EOF
 
   # 4. slurmctld then slurmd, as root; both daemonize and write their pid files.
-  env "$marker_var=$dir" slurmctld -f "$conf" || fail_start "slurmctld did not start"
+  env "$marker_var=$dir" slurmctld -f "$conf" 8>&- || fail_start "slurmctld did not start"
   wait_for pid_of slurmctld > /dev/null || fail_start "slurmctld wrote no pid file"
   # -c: clean slurmd shared memory a killed earlier slurmd may have left.
-  env "$marker_var=$dir" slurmd -c -f "$conf" || fail_start "slurmd did not start"
+  env "$marker_var=$dir" slurmd -c -f "$conf" 8>&- || fail_start "slurmd did not start"
   wait_for pid_of slurmd > /dev/null || fail_start "slurmd wrote no pid file"
 
   # 5. Bounded wait until the node registers and is idle.
   wait_for node_idle \
     || fail_start "node not idle after ${timeout}s (sinfo: $(sinfo -h -N -o '%N %T %E' 2>&1 | head -n 1))"
+  exec 8>&-   # both daemons listen now: release the start lock
   line="export SLURM_CONF=$conf"
   echo "$line" > "$dir/env"
   say "cluster up in $dir (ports $ctld_port/$slurmd_port, node $host: $nodeline)"

@@ -57,6 +57,8 @@ cleanup() {
   if [ "${KEEP_SLURM_TEST:-0}" = 1 ]; then echo "kept $work"; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
+# Killed by ctest's TIMEOUT or ^C: exit through the EXIT trap, which stops the cluster's daemons.
+trap 'echo "interrupted"; exit 1' TERM INT HUP
 # A job started by this test must not inherit the job context of a surrounding Slurm job.
 while read -r v; do unset "$v"; done < <(env | sed -n 's/^\(SLURM_[A-Z_]*\)=.*/\1/p' | grep -vx SLURM_CONF)
 
