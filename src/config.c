@@ -82,7 +82,7 @@ static const key keys[] = {
     {"train", "base_batch", K_INT, F(base_batch), 0, "128", 1, 1 << 30, 0, "a positive integer", NULL, NULL},
     {"train", "patience", K_INT, F(patience), 0, "0", 0, 1e9, 0, "a non-negative integer (0 = off)", NULL, NULL},
     {"train", "clip_norm", K_FLOAT, F(clip_norm), 0, "0", 0, 1e30, 0, "a non-negative number (0 = off)", NULL, NULL},
-    {"train", "allreduce", K_ENUM, F(allreduce), 0, "overlap", 0, 0, 0, NULL, "overlap|blocking", allreduce_v},
+    {"train", "allreduce", K_ENUM, F(allreduce), 0, "blocking", 0, 0, 0, NULL, "overlap|blocking", allreduce_v},
     {"train", "blas_threads", K_INT, F(blas_threads), 0, "1", 1, 1024, 0, "an integer in [1, 1024]", NULL, NULL},
     {"checkpoint", "dir", K_STR, F(ckpt_dir), S(ckpt_dir), "checkpoints", 0, 0, 0, "a directory path", NULL, NULL},
     {"checkpoint", "every", K_INT, F(ckpt_every), 0, "1", 0, 1e9, 0, "a non-negative integer", NULL, NULL},

@@ -58,6 +58,15 @@ for cfg in cls reg; do
     && fail "$cfg: shuffle on and off gave the same weights"
 done
 
+# The overlapped reduction (MPI_Iallreduce per gradient slice) gives the same model too.
+for np in 2 3; do
+  dir="ck_overlap_$np"
+  run_np "$np" "$NNMPI_BIN" cls.ini --set train.allreduce=overlap --set checkpoint.dir="$dir" > "$dir.log" 2>&1 \
+    || { fail "overlap -np $np exited non-zero"; cat "$dir.log"; continue; }
+  out=$("$NNMPI_CKPT_DIFF" "$(ckpt_at ck_cls_true_1 3)" "$(ckpt_at "$dir" 3)" 1e-5) \
+    && pass "allreduce = overlap, -np $np vs -np 1: $out" || fail "overlap -np $np: $out"
+done
+
 # A different seed must give different weights (the comparison above can fail).
 run_np 2 "$NNMPI_BIN" cls.ini --set model.seed=6 --set checkpoint.dir=ck_seed6 > seed6.log 2>&1 || fail "seed 6 run"
 "$NNMPI_CKPT_DIFF" "$(ckpt_at ck_cls_true_1 3)" "$(ckpt_at ck_seed6 3)" 1e-5 > /dev/null \
