@@ -242,7 +242,7 @@ int nn_data_load(nn_dataset *d, const char *path, const char *x_name, const char
     nn_fail(e, NN_ENOMEM, "out of memory");
 
   /* MPI-IO with collective reads (parallel file systems), or each rank reading its own rows
-   * with HDF5's POSIX driver (local disks and NFS, where it was twice as fast here). */
+   * with HDF5's POSIX driver (file systems where MPI-IO is slow or missing). */
   if ((fapl = H5Pcreate(H5P_FILE_ACCESS)) < 0 || (dxpl = H5Pcreate(H5P_DATASET_XFER)) < 0 ||
       (!posix && (H5Pset_fapl_mpio(fapl, comm, MPI_INFO_NULL) < 0 ||
                   H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_COLLECTIVE) < 0)))

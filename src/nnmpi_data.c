@@ -633,9 +633,9 @@ static int idx_open(gzFile *gz, const char *path, uint32_t magic, int ndims, uin
 }
 
 static int cmd_import_idx(int argc, char **argv, nn_error *e) {
-  const char *pos[3], *cmd = "import-idx";
+  const char *pos[3] = {NULL}, *cmd = "import-idx";
   gzFile gi = NULL, gl = NULL;
-  uint32_t di[4], dl[2];
+  uint32_t di[4] = {0}, dl[2] = {0};
   uint8_t *labels = NULL, *pix = NULL;
   float *X = NULL;
   int32_t *y = NULL;
@@ -790,7 +790,7 @@ static int parse_csv_row(char *line, uint64_t n_fields, uint64_t label_col, floa
 /* Two passes over the file: the first checks every row and counts them, so the output can be
  * created with its final shape; the second parses again and writes by blocks. */
 static int cmd_import_csv(int argc, char **argv, nn_error *e) {
-  const char *pos[2], *cmd = "import-csv";
+  const char *pos[2] = {NULL}, *cmd = "import-csv";
   opt opts[] = {{"label-column", 1, NULL}, {"header", 0, NULL}};
   gzFile gz = NULL;
   char *line = NULL;
@@ -953,7 +953,7 @@ static void synth_row(const teacher *t, uint64_t seed, uint64_t row, int normal,
 
 /* Collective: every rank generates and writes its own contiguous rows. */
 static int cmd_synth(int argc, char **argv, nn_error *e) {
-  const char *pos[1], *cmd = "synth";
+  const char *pos[1] = {NULL}, *cmd = "synth";
   opt opts[] = {{"samples", 1, NULL}, {"features", 1, NULL}, {"classes", 1, NULL},
                 {"targets", 1, NULL}, {"seed", 1, NULL},     {"noise", 1, NULL},
                 {"normal", 0, NULL}};
@@ -1167,7 +1167,7 @@ static void attr_string(hid_t obj, const char *name, char *buf, size_t n) {
 }
 
 static int cmd_inspect(int argc, char **argv, nn_error *e) {
-  const char *pos[1], *cmd = "inspect";
+  const char *pos[1] = {NULL}, *cmd = "inspect";
   hid_t file = H5I_INVALID_HID, X = H5I_INVALID_HID, y = H5I_INVALID_HID;
   dsinfo dx, dy;
   fstats sx = {0}, sy = {0};
@@ -1250,7 +1250,7 @@ cleanup:
 /* Selection sampling (Knuth's algorithm S): row i goes to TEST with probability
  * still_needed / rows_left, which gives exactly round(P * N) test rows, one pass, O(1) memory. */
 static int cmd_split(int argc, char **argv, nn_error *e) {
-  const char *pos[3], *cmd = "split";
+  const char *pos[3] = {NULL}, *cmd = "split";
   opt opts[] = {{"test-fraction", 1, NULL}, {"seed", 1, NULL}};
   double frac = 0;
   uint64_t seed = 1, n_test, need, rows, w = 1, n_train = 0, n_tst = 0;

@@ -87,7 +87,7 @@ int main(int argc, char **argv) {
   {
     FILE *f = fopen(bad, "r+b");
     long size = file_size(bad);
-    unsigned char *buf = malloc((size_t)size);
+    unsigned char *buf = malloc(size > 0 ? (size_t)size : 1);
     CHECK_INT(fread(buf, 1, (size_t)size, f), size);
     /* find p's first 16 bytes (W1 starts the parameter buffer) and flip a bit in them */
     long at = -1;
