@@ -18,6 +18,15 @@ run_np() {
   "$NNMPI_MPIEXEC" $NNMPI_NP_FLAG "$n" ${NNMPI_PREFLAGS:-} "$@"
 }
 
+# nn NP ARGS...: run nnmpi on run.ini (NN_CONFIG to change) on NP ranks, bounded in time;
+# stdout to out.log, stderr to err.log; returns nnmpi's status (124 on a hang).
+nn() {
+  local np=$1; shift
+  # shellcheck disable=SC2086
+  timeout 120 "$NNMPI_MPIEXEC" $NNMPI_NP_FLAG "$np" ${NNMPI_PREFLAGS:-} "$NNMPI_BIN" "${NN_CONFIG:-run.ini}" "$@" \
+    > out.log 2> err.log
+}
+
 # synth OUT.h5 SAMPLES FEATURES CLASSES SEED [more nnmpi-data synth flags]; CLASSES 0 for
 # regression (pass --targets T).
 synth() {

@@ -23,7 +23,6 @@ learning_rate = 0.05
 dir = ck
 every = 0
 INI
-nn() { local np=$1; shift; timeout 120 "$NNMPI_MPIEXEC" $NNMPI_NP_FLAG "$np" ${NNMPI_PREFLAGS:-} "$NNMPI_BIN" run.ini "$@" > out.log 2> err.log; }
 run_ok() { nn "$@" || { fail "run failed: $*"; cat err.log >&2; return 1; }; }
 
 # ---- every optimizer, with a schedule, warmup, weight decay: the loss falls below 0.55 ----

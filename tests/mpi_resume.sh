@@ -27,8 +27,6 @@ keep = 0
 INI
 SIZES=16,32,4   # 6000 rows / 12 partitions / 4 rows each = 125 steps an epoch, 500 in all
 
-# nn NP ARGS...: run nnmpi, bounded in time; prints nothing; returns its status.
-nn() { local np=$1; shift; timeout 120 "$NNMPI_MPIEXEC" $NNMPI_NP_FLAG "$np" ${NNMPI_PREFLAGS:-} "$NNMPI_BIN" run.ini "$@" > out.log 2> err.log; }
 expect_status() { # WANT WHAT NP ARGS...
   local want=$1 what=$2; shift 2
   nn "$@"; local rc=$?

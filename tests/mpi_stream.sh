@@ -21,7 +21,6 @@ momentum = 0.9
 dir = ck
 INI
 # 12000 rows x (32 + 1) floats = 1.5 MiB; 400 KiB makes every rank stream at -np 1, 2 and 3.
-nn() { local np=$1; shift; timeout 120 "$NNMPI_MPIEXEC" $NNMPI_NP_FLAG "$np" ${NNMPI_PREFLAGS:-} "$NNMPI_BIN" run.ini "$@" > out.log 2> err.log; }
 for shuffle in true false; do
   for np in 1 2 3; do
     nn "$np" --set data.shuffle=$shuffle --set checkpoint.dir="mem_${shuffle}_$np" || { fail "in-memory -np $np"; cat err.log >&2; continue; }
