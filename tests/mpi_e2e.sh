@@ -46,7 +46,7 @@ ckpt_at ck 2 > /dev/null && ckpt_at ck 4 > /dev/null && ckpt_at ck 6 > /dev/null
   && pass "checkpoints every 2 epochs" || fail "missing checkpoints"
 ckpt_at ck 1 > /dev/null && fail "unexpected checkpoint for epoch 1"
 final=$(ckpt_at ck 8)
-ls ck | grep -q tmp && fail "temporary checkpoint files left behind"
+compgen -G "ck/*.tmp.*" > /dev/null && fail "temporary checkpoint files left behind"
 if command -v h5dump > /dev/null; then
   h5dump -A "$final" > attrs.txt
   grep -q '"nnmpi-checkpoint"' attrs.txt && grep -q 'DATASET "W1"' attrs.txt && grep -q 'DATASET "b2"' attrs.txt \
