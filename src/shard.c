@@ -26,8 +26,8 @@ int nn_shard_init(nn_shard *s, size_t n_rows, size_t batch, int P, int rank, int
     return nn_fail(e, NN_ECONFIG, "%d ranks but only %d partitions: every rank needs at least "
                    "one ([data] partitions must be at least the number of ranks, ideally a "
                    "multiple of it, and divide [train] batch_size)", world, P);
-  if (n_rows < (size_t)world)
-    return nn_fail(e, NN_ECONFIG, "%d ranks but only %zu training samples", world, n_rows);
+  if (n_rows < (size_t)world) /* some rank would get an empty shard */
+    return nn_fail(e, NN_EDATA, "%d ranks but only %zu training samples", world, n_rows);
   s->rows_per_part_batch = batch / (size_t)P;
   if (chunk_rows < s->rows_per_part_batch)
     return nn_fail(e, NN_ECONFIG, "[data] chunk_rows = %zu is smaller than the %zu rows each partition "

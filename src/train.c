@@ -265,8 +265,13 @@ static int setup(trainer *T, nn_error *e) {
 
   nn_data_info_read(cfg->train, cfg->features, cfg->labels, &info, e);
   if (!e->code) check_data_fits(cfg, &info, cfg->train, e);
-  if (!e->code) nn_shard_init(&T->shard, info.n_rows, (size_t)cfg->batch_size, (int)cfg->partitions,
-                              T->rank, T->world, cfg->validation_fraction, (size_t)cfg->chunk_rows, e);
+  if (!e->code && nn_shard_init(&T->shard, info.n_rows, (size_t)cfg->batch_size, (int)cfg->partitions,
+                                T->rank, T->world, cfg->validation_fraction, (size_t)cfg->chunk_rows,
+                                e) == NN_EDATA) {
+    char msg[NN_ERRMSG_MAX]; /* name the file and dataset, as other data errors do */
+    snprintf(msg, sizeof msg, "%.180s: dataset %.60s: %.240s", cfg->train, cfg->features, e->msg);
+    snprintf(e->msg, sizeof e->msg, "%s", msg);
+  }
   size_t shard_bytes = (T->shard.row_end - T->shard.row_begin) * (info.n_features + info.n_targets) * sizeof(float);
   if (!e->code && cfg->memory_limit > 0 && shard_bytes > (size_t)cfg->memory_limit) {
     char at[256];

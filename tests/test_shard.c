@@ -125,7 +125,7 @@ static void test_errors(void) {
   CHECK_INT(nn_shard_init(&s, 1000, 64, 4, 0, 8, 0, 4096, &e), NN_ECONFIG);
   CHECK_STR_CONTAINS(e.msg, "8 ranks but only 4 partitions");
   e = (nn_error){0};
-  CHECK_INT(nn_shard_init(&s, 3, 4, 4, 0, 4, 0, 4096, &e), NN_ECONFIG);
+  CHECK_INT(nn_shard_init(&s, 3, 4, 4, 0, 4, 0, 4096, &e), NN_EDATA);
   CHECK_STR_CONTAINS(e.msg, "4 ranks but only 3 training samples");
   e = (nn_error){0};
   CHECK_INT(nn_shard_init(&s, 100, 128, 64, 0, 1, 0, 4096, &e), NN_ECONFIG);
