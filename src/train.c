@@ -191,8 +191,11 @@ static void differing_keys(const char *mine, const char *theirs, char *out, size
   }
 }
 
-/* Read one checkpoint for a resume and check that this run may continue it. Rank 0 only. */
-static int resume_from(trainer *T, const char *path, nn_error *e) {
+/* Read one checkpoint for a resume and check that this run may continue it. Rank 0 only.
+ * *refused is set when the file is valid but belongs to another model or batch sequence (as
+ * opposed to unreadable), which a search for the newest usable checkpoint must not skip. */
+static int resume_from(trainer *T, const char *path, int *refused, nn_error *e) {
+  *refused = 0;
   const nn_config *cfg = T->cfg;
   nn_ckpt_meta *m = &T->start;
   /* attributes first: a valid checkpoint of another model is refused, not skipped as corrupt */
@@ -201,16 +204,20 @@ static int resume_from(trainer *T, const char *path, nn_error *e) {
   for (int which = 0; which < 2; which++) {
     nn_config_keys_string(cfg, which, mine, sizeof mine);
     differing_keys(mine, which == NN_KEYS_SHAPE ? m->shape_keys : m->trajectory_keys, diff, sizeof diff);
-    if (diff[0])
+    if (diff[0]) {
+      *refused = 1;
       return nn_fail(e, NN_ECKPT, "%s: cannot resume: %s (%s)", path, diff,
                      which == NN_KEYS_SHAPE ? "the model's shape must not change"
                                             : "these keys fix the sequence of batches");
+    }
   }
   if (nn_ckpt_read(path, &T->model.lay, T->params, T->n_state, T->state, T->state_names, m, e)) return e->code;
-  if (m->step != m->epoch * (long)T->shard.steps + m->step_in_epoch || m->step_in_epoch >= (long)T->shard.steps)
+  if (m->step != m->epoch * (long)T->shard.steps + m->step_in_epoch || m->step_in_epoch >= (long)T->shard.steps) {
+    *refused = 1;
     return nn_fail(e, NN_ECKPT, "%s: cannot resume: step %ld (epoch %ld + %ld steps) does not fit "
                    "%zu steps per epoch here (did the training file change?)", path, m->step,
                    m->epoch, m->step_in_epoch, T->shard.steps);
+  }
   printf("resume: from %s: %ld epochs + %ld steps done (global step %ld), written by %d rank%s\n",
          path, m->epoch, m->step_in_epoch, m->step, m->world_size, m->world_size > 1 ? "s" : "");
   return 0;
@@ -227,11 +234,12 @@ static int find_start(trainer *T, nn_error *e) {
     if (n < 0) return nn_fail(e, NN_ECKPT, "%s: cannot list the checkpoint directory", cfg->ckpt_dir);
     for (int i = 0; i < n; i++) {
       nn_error tried = {0};
-      if (resume_from(T, paths[i], &tried) == 0) {
+      int refused;
+      if (resume_from(T, paths[i], &refused, &tried) == 0) {
         free(paths);
         return 0;
       }
-      if (strstr(tried.msg, "cannot resume:")) { /* a valid checkpoint of another run: refuse */
+      if (refused) { /* a valid checkpoint of another run: stop rather than start over */
         free(paths);
         *e = tried;
         return e->code;
@@ -242,7 +250,8 @@ static int find_start(trainer *T, nn_error *e) {
     printf("resume: no valid checkpoint in %s, starting fresh\n", cfg->ckpt_dir);
     memset(&T->start, 0, sizeof T->start);
   } else if (strcmp(cfg->resume, "never") != 0) {
-    return resume_from(T, cfg->resume, e);
+    int refused;
+    return resume_from(T, cfg->resume, &refused, e);
   }
   for (int i = 0; i < T->n_state; i++) memset(T->state[i], 0, T->model.lay.n_params * sizeof(float));
   if (cfg->init_from[0]) {
