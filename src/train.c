@@ -643,6 +643,39 @@ static int final_report(trainer *T, nn_error *e) {
   return e->code;
 }
 
+/* Peak resident memory of the ranks against what the buffers account for: the shard (or the
+ * stream's chunks), the test shard, parameters + gradient + optimizer state, activations. */
+static void report_memory(const trainer *T) {
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  double mine = (double)ru.ru_maxrss / 1024.0, most, least; /* MiB (ru_maxrss is in KiB) */
+  MPI_Reduce(&mine, &most, 1, MPI_DOUBLE, MPI_MAX, 0, T->comm);
+  MPI_Reduce(&mine, &least, 1, MPI_DOUBLE, MPI_MIN, 0, T->comm);
+  if (T->rank != 0) return;
+  const nn_layout *lay = &T->model.lay;
+  const nn_data_info *in = &T->train.info;
+  size_t row = (in->n_features + in->n_targets) * sizeof(float), width = 0, widest = 0;
+  for (int l = 0; l <= lay->L; l++) {
+    width += (size_t)lay->n[l];
+    if ((size_t)lay->n[l] > widest) widest = (size_t)lay->n[l];
+  }
+  double shard = T->stream ? (double)nn_stream_bytes(&T->shard, in, T->stream_slots)
+                           : (double)(T->shard.row_end - T->shard.row_begin) * (double)row;
+  double test = (double)T->test.n_local * (double)row;
+  double params = (double)lay->n_params * sizeof(float) * (2.0 + T->n_state);
+  double acts = (double)T->model.batch_cap * (double)(width + 2 * widest) * sizeof(float);
+  double expect = (shard + test + params + acts) / 1048576.0;
+  printf("memory: peak resident %.0f MiB (max over ranks; min %.0f); rank 0's buffers %.0f MiB = "
+         "shard %.0f + test %.0f + parameters, gradient and optimizer state %.0f + activations %.0f; "
+         "the rest is MPI, HDF5, OpenBLAS and the program\n", most, least, expect, shard / 1048576.0,
+         test / 1048576.0, params / 1048576.0, acts / 1048576.0);
+  if (T->metrics) {
+    fprintf(T->metrics, "{\"memory\":true,\"peak_rss_mib_max\":%.1f,\"peak_rss_mib_min\":%.1f,"
+            "\"buffers_mib\":%.1f}\n", most, least, expect);
+    fflush(T->metrics);
+  }
+}
+
 static int run_epochs(trainer *T, nn_error *e) {
   const nn_config *cfg = T->cfg;
   long step = T->start.step, n = (long)T->model.lay.n_params;
@@ -758,7 +791,8 @@ static int run_epochs(trainer *T, nn_error *e) {
       return nn_fail(e, NN_EPREEMPTED, "stopped by a signal at the end of epoch %ld (step %ld); "
                      "checkpoint %s written; continue with --resume auto", epoch, step, path);
   }
-  if (T->train.info.classification && (T->have_test || T->shard.val_rows)) return final_report(T, e);
+  if (T->train.info.classification && (T->have_test || T->shard.val_rows) && final_report(T, e)) return e->code;
+  report_memory(T);
   if (T->rank == 0 && path[0]) printf("done: %ld steps; final checkpoint %s\n", step, path);
   return 0;
 }
