@@ -35,7 +35,7 @@ def read_jsonl(path):
         with open(path) as f:
             for line in f:
                 line = line.strip()
-                if line.startswith("{"):
+                if line.startswith('{"epoch"'):  # not the final or memory lines
                     rows.append(json.loads(line))
     return rows
 
