@@ -87,8 +87,6 @@ void nn_dense_forward(float *z, const float *a_prev, const float *W, const float
               n_in, 1.0f, z, n_out);
 }
 
-static int slice_blocks(const nn_layout *lay, int l, const nn_grad_hook *hook);
-
 /* dW rows [j0, j1) (n_out, n_in) += delta[:, j0:j1]^T a_prev */
 static void weight_grad_rows(float *dW, const float *delta, const float *a_prev, size_t B, int n_in,
                              int n_out, int j0, int j1) {
@@ -259,6 +257,30 @@ double nn_model_forward(nn_model *m, const float *params, size_t B, const int32_
   return nn_output_forward(m->a[lay->L], m->output, m->loss, labels, targets, B, lay->n[lay->L]);
 }
 
+/* How many row blocks layer l's dW is cut into for the hook (1 without a hook). */
+static int slice_blocks(const nn_layout *lay, int l, const nn_grad_hook *hook) {
+  if (!hook) return 1;
+  size_t size = (size_t)lay->n[l] * (size_t)lay->n[l - 1];
+  int blocks = (int)(size / NN_GRAD_BLOCK_MIN);
+  if (blocks < 1) blocks = 1;
+  if (blocks > hook->max_blocks) blocks = hook->max_blocks;
+  if (blocks > lay->n[l]) blocks = lay->n[l];
+  return blocks;
+}
+
+/* Block b of `blocks` of layer l: rows [*j0, *j1) of W^l, and the slice [*from, *to) of the flat
+ * gradient it completes (the last block also carries b^l, which follows W^l). nn_model_backward
+ * and nn_model_zero_slices both use it: every rank must report the same slices. */
+static void slice(const nn_layout *lay, int l, int b, int blocks, int *j0, int *j1, size_t *from,
+                  size_t *to) {
+  int n_out = lay->n[l];
+  size_t n_in = (size_t)lay->n[l - 1];
+  *j0 = (int)((long long)n_out * b / blocks);
+  *j1 = (int)((long long)n_out * (b + 1) / blocks);
+  *from = lay->W_off[l] + (size_t)*j0 * n_in;
+  *to = b + 1 < blocks ? lay->W_off[l] + (size_t)*j1 * n_in : lay->b_off[l] + (size_t)n_out;
+}
+
 void nn_model_backward(nn_model *m, const float *params, float *grad, size_t B,
                        const int32_t *labels, const float *targets, const nn_grad_hook *hook) {
   const nn_layout *lay = &m->lay;
@@ -270,15 +292,12 @@ void nn_model_backward(nn_model *m, const float *params, float *grad, size_t B,
     bias_grad(grad + lay->b_off[l], d, B, n_out);
     /* dW in row blocks; each finished block (the last with b^l, which follows W^l) is handed
      * to the hook at once, so its reduction overlaps the remaining GEMMs */
-    int blocks = hook ? slice_blocks(lay, l, hook) : 1;
+    int blocks = slice_blocks(lay, l, hook), j0, j1;
     for (int b = 0; b < blocks; b++) {
-      int j0 = (int)((long long)n_out * b / blocks), j1 = (int)((long long)n_out * (b + 1) / blocks);
+      size_t from, to;
+      slice(lay, l, b, blocks, &j0, &j1, &from, &to);
       weight_grad_rows(dW, d, m->a[l - 1], B, n_in, n_out, j0, j1);
-      if (hook) {
-        size_t from = lay->W_off[l] + (size_t)j0 * (size_t)n_in;
-        size_t to = b + 1 < blocks ? lay->W_off[l] + (size_t)j1 * (size_t)n_in : lay->b_off[l] + (size_t)n_out;
-        hook->ready(hook->ctx, from, to - from);
-      }
+      if (hook) hook->ready(hook->ctx, from, to - from);
     }
     if (l > 1) {
       input_grad(d_prev, d, params + lay->W_off[l], B, n_in, n_out);
@@ -293,23 +312,12 @@ void nn_model_backward(nn_model *m, const float *params, float *grad, size_t B,
   }
 }
 
-/* The slice boundaries nn_model_backward reports, for one layer. */
-static int slice_blocks(const nn_layout *lay, int l, const nn_grad_hook *hook) {
-  size_t size = (size_t)lay->n[l] * (size_t)lay->n[l - 1];
-  int blocks = (int)(size / NN_GRAD_BLOCK_MIN);
-  if (blocks < 1) blocks = 1;
-  if (blocks > hook->max_blocks) blocks = hook->max_blocks;
-  if (blocks > lay->n[l]) blocks = lay->n[l];
-  return blocks;
-}
-
 void nn_model_zero_slices(const nn_layout *lay, const nn_grad_hook *hook) {
   for (int l = lay->L; l >= 1; l--) {
-    int blocks = slice_blocks(lay, l, hook), n_in = lay->n[l - 1], n_out = lay->n[l];
+    int blocks = slice_blocks(lay, l, hook), j0, j1;
     for (int b = 0; b < blocks; b++) {
-      int j0 = (int)((long long)n_out * b / blocks), j1 = (int)((long long)n_out * (b + 1) / blocks);
-      size_t from = lay->W_off[l] + (size_t)j0 * (size_t)n_in;
-      size_t to = b + 1 < blocks ? lay->W_off[l] + (size_t)j1 * (size_t)n_in : lay->b_off[l] + (size_t)n_out;
+      size_t from, to;
+      slice(lay, l, b, blocks, &j0, &j1, &from, &to);
       hook->ready(hook->ctx, from, to - from);
     }
   }
