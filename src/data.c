@@ -121,8 +121,8 @@ cleanup:
 
 /* One collective read of rows [r0, r0+nr) of a dataset of `cols` columns into buf (memory type
  * mtype). nr may be 0: the rank still takes part, with an empty selection. */
-static herr_t read_rows(hid_t dset, hid_t dxpl, hid_t mtype, size_t r0, size_t nr, size_t cols,
-                        void *buf) {
+herr_t nn_data_read_rows(hid_t dset, hid_t dxpl, hid_t mtype, size_t r0, size_t nr, size_t cols,
+                         void *buf) {
   hid_t fs = H5Dget_space(dset);
   hsize_t start[2] = {r0, 0}, count[2] = {nr, cols}; /* a 1-D y uses only the first entries */
   /* The memory space has the selection's shape: a 1-D memory space for a 2-D selection makes
@@ -178,14 +178,14 @@ static int read_all(nn_dataset *d, hid_t x, hid_t y, hid_t dxpl, int64_t *ybuf, 
     size_t nr = r0 < d->n_local ? (d->n_local - r0 < block_rows ? d->n_local - r0 : block_rows) : 0;
     /* A rank whose earlier read failed keeps taking part, with empty reads. */
     size_t take = failed ? 0 : nr;
-    if (read_rows(x, dxpl, H5T_NATIVE_FLOAT, d->row_begin + r0, take, in->n_features,
+    if (nn_data_read_rows(x, dxpl, H5T_NATIVE_FLOAT, d->row_begin + r0, take, in->n_features,
                   d->X + at * in->n_features) < 0 && take && !failed)
       failed = nn_fail(e, NN_EDATA, "%s: dataset %s: read of rows %zu..%zu failed (file truncated "
                        "or corrupt?)", path, x_name, d->row_begin + r0, d->row_begin + r0 + nr);
     take = failed ? 0 : nr;
     herr_t st = in->classification
-                    ? read_rows(y, dxpl, H5T_NATIVE_INT64, d->row_begin + r0, take, 1, ybuf)
-                    : read_rows(y, dxpl, H5T_NATIVE_FLOAT, d->row_begin + r0, take, in->n_targets,
+                    ? nn_data_read_rows(y, dxpl, H5T_NATIVE_INT64, d->row_begin + r0, take, 1, ybuf)
+                    : nn_data_read_rows(y, dxpl, H5T_NATIVE_FLOAT, d->row_begin + r0, take, in->n_targets,
                                 d->targets + at * in->n_targets);
     if (st < 0 && take && !failed)
       failed = nn_fail(e, NN_EDATA, "%s: dataset %s: read of rows %zu..%zu failed (file truncated "

@@ -68,20 +68,11 @@ size_t nn_stream_bytes(const nn_shard *s, const nn_data_info *info, int slots) {
 /* Read rows [r0, r0 + n) of the file into a slot. Called with hdf5_mutex held. */
 static int read_chunk(nn_stream *st, hid_t x, hid_t y, size_t r0, size_t n, slot *sl) {
   const nn_data_info *in = &st->info;
-  hsize_t start[2] = {r0, 0}, cx[2] = {n, in->n_features}, cy[2] = {n, in->n_targets};
-  hid_t fx = H5Dget_space(x), fy = H5Dget_space(y), mx = H5Screate_simple(2, cx, NULL);
-  hid_t my = H5Screate_simple(H5Sget_simple_extent_ndims(fy), cy, NULL);
-  int rc = fx < 0 || fy < 0 || mx < 0 || my < 0 ||
-           H5Sselect_hyperslab(fx, H5S_SELECT_SET, start, NULL, cx, NULL) < 0 ||
-           H5Sselect_hyperslab(fy, H5S_SELECT_SET, start, NULL, cy, NULL) < 0 ||
-           H5Dread(x, H5T_NATIVE_FLOAT, mx, fx, H5P_DEFAULT, sl->X) < 0 ||
-           (in->classification ? H5Dread(y, H5T_NATIVE_INT64, my, fy, H5P_DEFAULT, st->ybuf)
-                               : H5Dread(y, H5T_NATIVE_FLOAT, my, fy, H5P_DEFAULT, sl->targets)) < 0;
+  int rc = nn_data_read_rows(x, H5P_DEFAULT, H5T_NATIVE_FLOAT, r0, n, in->n_features, sl->X) < 0 ||
+           (in->classification
+                ? nn_data_read_rows(y, H5P_DEFAULT, H5T_NATIVE_INT64, r0, n, 1, st->ybuf)
+                : nn_data_read_rows(y, H5P_DEFAULT, H5T_NATIVE_FLOAT, r0, n, in->n_targets, sl->targets)) < 0;
   for (size_t i = 0; !rc && in->classification && i < n; i++) sl->labels[i] = (int32_t)st->ybuf[i];
-  if (mx >= 0) H5Sclose(mx);
-  if (my >= 0) H5Sclose(my);
-  if (fx >= 0) H5Sclose(fx);
-  if (fy >= 0) H5Sclose(fy);
   return rc;
 }
 

@@ -4,11 +4,13 @@
 #ifndef NNMPI_DATA_H
 #define NNMPI_DATA_H
 
+#include <hdf5.h>
 #include <mpi.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "nnmpi/error.h"
+#include "nnmpi/shard.h"
 
 typedef struct nn_data_info {
   size_t n_rows;
@@ -43,6 +45,12 @@ int nn_data_load(nn_dataset *d, const char *path, const char *x_name, const char
 
 void nn_data_free(nn_dataset *d);
 
+/* Rows [r0, r0 + nr) of a dataset of `cols` columns (1-D or 2-D) into buf, as memory type
+ * mtype. nr may be 0: an empty selection, so that a rank can still take part in a collective
+ * read (dxpl collective). Returns H5Dread's status. Used by the loader and the stream. */
+herr_t nn_data_read_rows(hid_t dset, hid_t dxpl, hid_t mtype, size_t r0, size_t nr, size_t cols,
+                         void *buf);
+
 #endif
 
 /* ---- streaming: a training shard larger than [data] memory_limit ----------------------------
@@ -50,7 +58,6 @@ void nn_data_free(nn_dataset *d);
  * a background thread into a few slots per partition, so reading overlaps training. The thread
  * opens the file with HDF5's serial driver and makes no MPI call. HDF5 is not thread-safe:
  * other HDF5 calls while a stream runs go between nn_hdf5_lock() and nn_hdf5_unlock(). */
-#include "nnmpi/shard.h"
 
 typedef struct nn_stream nn_stream;
 
