@@ -5,15 +5,18 @@
  * `inner` chosen (the same on every rank) so a trial lasts about --trial-ms. The time of a trial
  * is the slowest rank's, per call. The minimum and the median over trials are printed, one line
  * per size, or one JSON object with --json. This is the operation nnmpi runs once per step on its
- * flat gradient. Measurement only: exits 0 unless the command line is bad.
+ * flat gradient, with the heap set up as nnmpi sets it (nn_comm_prepare_heap); --default-heap
+ * keeps glibc's defaults instead. Measurement only: exits 0 unless the command line is bad.
  *
  *   mpirun -np 2 nnmpi-allreduce-bench [--json] [--min BYTES] [--max BYTES] [--trials N]
- *                                      [--trial-ms MS]
+ *                                      [--trial-ms MS] [--default-heap]
  */
 #include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "nnmpi/comm.h"
 
 static int cmp_double(const void *a, const void *b) {
   double x = *(const double *)a, y = *(const double *)b;
@@ -21,6 +24,9 @@ static int cmp_double(const void *a, const void *b) {
 }
 
 int main(int argc, char **argv) {
+  int default_heap = 0; /* --default-heap: glibc's defaults, to show what nn_comm_prepare_heap gains */
+  for (int i = 1; i < argc; i++) default_heap |= !strcmp(argv[i], "--default-heap");
+  if (!default_heap) nn_comm_prepare_heap(); /* as nnmpi does */
   MPI_Init(&argc, &argv);
   int rank, world;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
@@ -29,6 +35,7 @@ int main(int argc, char **argv) {
   double min_b = 4, max_b = 100e6, trial_ms = 20;
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "--json")) json = 1;
+    else if (!strcmp(argv[i], "--default-heap")) continue;
     else if (!strcmp(argv[i], "--min") && i + 1 < argc) min_b = atof(argv[++i]);
     else if (!strcmp(argv[i], "--max") && i + 1 < argc) max_b = atof(argv[++i]);
     else if (!strcmp(argv[i], "--trials") && i + 1 < argc) trials = atoi(argv[++i]);
@@ -36,7 +43,7 @@ int main(int argc, char **argv) {
     else {
       if (rank == 0)
         fprintf(stderr, "usage: nnmpi-allreduce-bench [--json] [--min BYTES] [--max BYTES] "
-                        "[--trials N] [--trial-ms MS]\n");
+                        "[--trials N] [--trial-ms MS] [--default-heap]\n");
       MPI_Finalize();
       return 2;
     }

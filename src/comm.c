@@ -5,9 +5,15 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+void nn_comm_prepare_heap(void) {
+  mallopt(M_MMAP_MAX, 0);
+  mallopt(M_TRIM_THRESHOLD, INT_MAX);
+}
 
 int nn_comm_agree(nn_error *e, MPI_Comm comm) {
   int rank, mine, first;

@@ -30,6 +30,7 @@ static const char usage[] =
 static void on_stop_signal(int sig) { nn_stop_signal = sig; }
 
 int main(int argc, char **argv) {
+  nn_comm_prepare_heap();
   MPI_Init(&argc, &argv);
   int rank;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
