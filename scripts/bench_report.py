@@ -40,6 +40,53 @@ def read_jsonl(path):
     return rows
 
 
+def read_memory(path):
+    """The memory line of a metrics log (written at the end of a run), or None."""
+    if os.path.exists(path):
+        with open(path) as f:
+            for line in f:
+                if line.startswith('{"memory"'):
+                    m = json.loads(line)
+                    if "rank0_runtime_mib" in m and m.get("rank0_buffers_mib"):
+                        m["rank0_ratio"] = (m["rank0_peak_rss_mib"] - m["rank0_runtime_mib"]) / m["rank0_buffers_mib"]
+                    return m
+    return None
+
+
+def targets(runs):
+    """Issue #6's targets, checked against this run's own figures (None: the case did not run)."""
+    def find(name, np_):
+        return next((r for r in runs if r["name"] == name and r["np"] == np_ and r.get("samples_per_s")), None)
+
+    def fm(batch):  # real Fashion-MNIST when present, else the synthetic set of the same shape
+        return find("fmnist-real-b%d" % batch, 2) or find("fmnist-synth-b%d" % batch, 2)
+
+    out = []
+
+    def add(what, r, value, goal, ok, fmt):
+        out.append({"target": what, "case": "%s -np %d" % (r["name"], r["np"]) if r else None,
+                    "value": value, "goal": goal, "met": (ok if r else None), "text": fmt})
+
+    w = find("wide-synth-b256", 2)
+    add("wide MLP -np 2: GFLOP/s / 2-core sgemm ceiling", w, w and w["eff_vs_sgemm"], 0.85,
+        w and w["eff_vs_sgemm"] >= 0.85, "%.1f%%" % (100 * w["eff_vs_sgemm"]) if w else "-")
+    f = fm(128)
+    add("fmnist MLP batch 128 -np 2: samples/s", f, f and f["samples_per_s"], 120000,
+        f and f["samples_per_s"] >= 120000, "%.0f" % f["samples_per_s"] if f else "-")
+    f = fm(512)
+    pe = f.get("par_eff") if f else None
+    add("fmnist MLP batch 512, 1 -> 2 ranks: parallel efficiency", f if pe else None, pe, 0.90,
+        pe is not None and pe >= 0.90, "%.1f%%" % (100 * pe) if pe else "-")
+    add("fmnist MLP batch 512 -np 2: exposed allreduce / step", f, f and f["comm_fraction"], 0.10,
+        f and f["comm_fraction"] <= 0.10, "%.1f%%" % (100 * f["comm_fraction"]) if f else "-")
+    mems = [r for r in runs if (r.get("memory") or {}).get("rank0_ratio")]
+    worst = max(mems, key=lambda r: abs(r["memory"]["rank0_ratio"] - 1)) if mems else None
+    wr = worst["memory"]["rank0_ratio"] if worst else None
+    add("peak memory beyond the runtime's / buffers' account (worst run)", worst, wr, "0.90-1.10",
+        worst and 0.9 <= wr <= 1.1, "%.2f" % wr if worst else "-")
+    return out
+
+
 def summarize(rows, batch):
     """Per-run figures from the per-epoch JSON objects."""
     prev = 0
@@ -126,6 +173,7 @@ def main():
             except OSError:
                 pass
             s = summarize(read_jsonl(row["metrics"]), batch)
+            mem = read_memory(row["metrics"])
             run = {"name": row["name"], "np": np_, "oversubscribed": np_ > nproc, "layers": layers,
                    "global_batch": batch, "weights": w, "first_layer_weights": w1,
                    "parameters": w + biases, "gradient_bytes": 4 * (w + biases),
@@ -134,7 +182,7 @@ def main():
                    "loadavg_before": float(row["loadavg_before"]),
                    "loadavg_after": float(row["loadavg_after"]), "nnmpi_blas_line": core,
                    "other_work_at_start": row.get("others") or "",
-                   "metrics_file": row["metrics"], "stdout_file": row["stdout"]}
+                   "metrics_file": row["metrics"], "stdout_file": row["stdout"], "memory": mem}
             if s:
                 run.update(s)
                 run["gflops"] = s["samples_per_s"] * fps * 1e-9
@@ -169,6 +217,7 @@ def main():
         "sgemm": sg,
         "definitions": __doc__,
         "runs": runs,
+        "targets": targets(runs),
     }
     try:
         report["nnmpi_version"] = subprocess.run([os.path.join(os.environ.get("NNMPI_BUILD_DIR", "build"), "nnmpi"), "--version"],
@@ -201,6 +250,18 @@ def main():
             "%.2fx" % r["speedup"] if "speedup" in r and r["np"] > 1 else "-",
             1e3 * r["time_compute_per_step_s"], 1e3 * r["time_comm_per_step_s"], 1e3 * r["time_other_per_step_s"],
             r["machine_busy_frac"], "  (oversubscribed)" if r["oversubscribed"] else ""))
+    print("memory (rank 0): peak resident = runtime at start + the rest; the rest / buffers' account")
+    for r in runs:
+        m = r.get("memory")
+        if m and "rank0_ratio" in m:
+            print("  %-18s np %d  peak %6.0f MiB = %4.0f + %6.0f; buffers %6.0f MiB; ratio %.2f" % (
+                r["name"], r["np"], m["rank0_peak_rss_mib"], m["rank0_runtime_mib"],
+                m["rank0_peak_rss_mib"] - m["rank0_runtime_mib"], m["rank0_buffers_mib"], m["rank0_ratio"]))
+    print("targets (issue #6), from this run:")
+    for t in report["targets"]:
+        print("  %-62s %10s  goal %-9s %s%s" % (t["target"], t["text"], t["goal"] if not isinstance(t["goal"], float) else
+              ("%.0f%%" % (100 * t["goal"]) if t["goal"] < 1 else "%.0f" % t["goal"]),
+              {True: "met", False: "NOT met", None: "not measured"}[t["met"]], "  (%s)" % t["case"] if t["case"] else ""))
     if report["sgemm_other_work"]:
         print("SHARED MACHINE: other work ran when the sgemm ceiling was measured (%s): the ceiling is low "
               "and efficiencies against it are overstated" % report["sgemm_other_work"])

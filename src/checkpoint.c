@@ -111,6 +111,11 @@ static int write_atomically(const char *path, const void *bytes, size_t n, nn_er
   return 0;
 }
 
+size_t nn_ckpt_image_estimate(const nn_layout *lay, int n_state) {
+  size_t data = (size_t)(1 + n_state) * lay->n_params * sizeof(float);
+  return ((data >> 20) + 1) << 20; /* + up to 1 MiB for attributes, config text, chunk indexes */
+}
+
 int nn_ckpt_write(const char *path, const nn_config *cfg, const char *config_text,
                   const nn_layout *lay, const float *params, int n_state,
                   const float *const *state, const char *const *state_names,
@@ -119,7 +124,10 @@ int nn_ckpt_write(const char *path, const nn_config *cfg, const char *config_tex
   void *image = NULL;
   ssize_t size = 0;
   int rc = -1;
-  if (fapl < 0 || H5Pset_fapl_core(fapl, (size_t)16 << 20, 0) < 0) goto cleanup;
+  /* The core driver grows its image by whole increments and zero-fills each, so an increment of
+   * about the file's size keeps the image (and rank 0's peak memory) near the data's size. */
+  size_t increment = nn_ckpt_image_estimate(lay, n_state);
+  if (fapl < 0 || H5Pset_fapl_core(fapl, increment, 0) < 0) goto cleanup;
   if ((f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, fapl)) < 0) goto cleanup;
 
   int version = NN_CKPT_VERSION, sizes[NN_MAX_LAYERS + 1];

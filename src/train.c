@@ -84,6 +84,7 @@ typedef struct trainer {
   float *batch_targets;            /* (local_batch, n_out) */
   FILE *metrics;
   timers t;
+  double rss_base_mib;             /* peak resident memory when setup began: MPI, HDF5, OpenBLAS */
 } trainer;
 
 /* ---- set-up ---------------------------------------------------------------------------- */
@@ -263,9 +264,16 @@ static int find_start(trainer *T, nn_error *e) {
 }
 
 /* Everything that can fail before the first step, each failure agreed by all ranks. */
+static double peak_rss_mib(void) {
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  return (double)ru.ru_maxrss / 1024.0; /* ru_maxrss is in KiB */
+}
+
 static int setup(trainer *T, nn_error *e) {
   const nn_config *cfg = T->cfg;
   nn_data_info info;
+  T->rss_base_mib = peak_rss_mib();
   openblas_set_num_threads((int)cfg->blas_threads);
   if (cfg->file_size_limit > 0) { /* test hook: a full disk, as the kernel reports it (EFBIG) */
     struct rlimit rl = {(rlim_t)cfg->file_size_limit, (rlim_t)cfg->file_size_limit};
@@ -643,14 +651,15 @@ static int final_report(trainer *T, nn_error *e) {
   return e->code;
 }
 
-/* Peak resident memory of the ranks against what the buffers account for: the shard (or the
- * stream's chunks), the test shard, parameters + gradient + optimizer state, activations. */
+/* Peak resident memory against what the buffers account for: the shard (or the stream's
+ * chunks), the test shard, parameters + gradient + optimizer state, activations, and on rank 0
+ * the checkpoint image and its copy. The runtime's own memory (MPI, HDF5, OpenBLAS, the program
+ * itself), measured as the peak when setup began, is reported apart. Rank 0's figures are shown:
+ * it holds the checkpoint image, so it is the largest rank unless its shard is much smaller. */
 static void report_memory(const trainer *T) {
-  struct rusage ru;
-  getrusage(RUSAGE_SELF, &ru);
-  double mine = (double)ru.ru_maxrss / 1024.0, most, least; /* MiB (ru_maxrss is in KiB) */
-  MPI_Reduce(&mine, &most, 1, MPI_DOUBLE, MPI_MAX, 0, T->comm);
-  MPI_Reduce(&mine, &least, 1, MPI_DOUBLE, MPI_MIN, 0, T->comm);
+  double peak = peak_rss_mib(), most = peak, least = peak;
+  MPI_Reduce(&peak, &most, 1, MPI_DOUBLE, MPI_MAX, 0, T->comm);
+  MPI_Reduce(&peak, &least, 1, MPI_DOUBLE, MPI_MIN, 0, T->comm);
   if (T->rank != 0) return;
   const nn_layout *lay = &T->model.lay;
   const nn_data_info *in = &T->train.info;
@@ -659,19 +668,23 @@ static void report_memory(const trainer *T) {
     width += (size_t)lay->n[l];
     if ((size_t)lay->n[l] > widest) widest = (size_t)lay->n[l];
   }
-  double shard = T->stream ? (double)nn_stream_bytes(&T->shard, in, T->stream_slots)
-                           : (double)(T->shard.row_end - T->shard.row_begin) * (double)row;
-  double test = (double)T->test.n_local * (double)row;
-  double params = (double)lay->n_params * sizeof(float) * (2.0 + T->n_state);
-  double acts = (double)T->model.batch_cap * (double)(width + 2 * widest) * sizeof(float);
-  double expect = (shard + test + params + acts) / 1048576.0;
-  printf("memory: peak resident %.0f MiB (max over ranks; min %.0f); rank 0's buffers %.0f MiB = "
-         "shard %.0f + test %.0f + parameters, gradient and optimizer state %.0f + activations %.0f; "
-         "the rest is MPI, HDF5, OpenBLAS and the program\n", most, least, expect, shard / 1048576.0,
-         test / 1048576.0, params / 1048576.0, acts / 1048576.0);
+  const double MiB = 1048576.0;
+  double shard = (T->stream ? (double)nn_stream_bytes(&T->shard, in, T->stream_slots)
+                            : (double)(T->shard.row_end - T->shard.row_begin) * (double)row) / MiB;
+  double test = (double)T->test.n_local * (double)row / MiB;
+  double params = (double)lay->n_params * sizeof(float) * (2.0 + T->n_state) / MiB;
+  double acts = (double)T->model.batch_cap * (double)(width + 2 * widest) * sizeof(float) / MiB;
+  double ckpt = 2.0 * (double)nn_ckpt_image_estimate(lay, T->n_state) / MiB;
+  double buffers = shard + test + params + acts + ckpt, used = peak - T->rss_base_mib;
+  printf("memory: rank 0 peak resident %.0f MiB = runtime %.0f (MPI, HDF5, OpenBLAS at start) + "
+         "%.0f; buffers %.0f MiB = shard %.0f + test %.0f + parameters, gradient and optimizer state "
+         "%.0f + activations %.0f + checkpoint image %.0f; %.0f/%.0f = %.2f. All ranks: peak %.0f to "
+         "%.0f MiB\n", peak, T->rss_base_mib, used, buffers, shard, test, params, acts, ckpt, used,
+         buffers, used / buffers, least, most);
   if (T->metrics) {
     fprintf(T->metrics, "{\"memory\":true,\"peak_rss_mib_max\":%.1f,\"peak_rss_mib_min\":%.1f,"
-            "\"buffers_mib\":%.1f}\n", most, least, expect);
+            "\"rank0_peak_rss_mib\":%.1f,\"rank0_runtime_mib\":%.1f,\"rank0_buffers_mib\":%.1f,"
+            "\"buffers_mib\":%.1f}\n", most, least, peak, T->rss_base_mib, buffers, buffers);
     fflush(T->metrics);
   }
 }

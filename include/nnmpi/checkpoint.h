@@ -34,6 +34,10 @@ typedef struct nn_ckpt_meta {
   char trajectory_keys[NN_KEYS_MAX]; /* nn_config_keys_string(NN_KEYS_TRAJECTORY) */
 } nn_ckpt_meta;
 
+/* Bytes the writer's in-memory image is expected to take (parameters and n_state optimizer
+ * buffers, plus room for the metadata). While writing, rank 0 holds this image and one copy. */
+size_t nn_ckpt_image_estimate(const nn_layout *lay, int n_state);
+
 /* Write a checkpoint to path (its directory must exist). state[0 .. n_state) are optimizer
  * buffers with the layout of params, stored as /optimizer/<state_names[i]>/W1 ... */
 int nn_ckpt_write(const char *path, const nn_config *cfg, const char *config_text,
