@@ -59,6 +59,7 @@ int nn_model_init(nn_model *m, const nn_layout *lay, nn_act hidden, nn_act outpu
     return nn_fail(e, NN_ENOMEM, "cannot allocate %zu MiB of activations",
                    (batch_cap * (width_sum + 2 * width_max) * sizeof(float)) >> 20);
   }
+  m->buffer_bytes = batch_cap * (width_sum + 2 * width_max + hidden_sum) * sizeof(float);
   m->delta[1] = m->delta[0] + batch_cap * width_max;
   float *p = m->acts, *q = m->mask[0];
   for (int l = 0; l <= lay->L; l++) {

@@ -652,8 +652,8 @@ static int final_report(trainer *T, nn_error *e) {
 }
 
 /* Peak resident memory against what the buffers account for: the shard (or the stream's
- * chunks), the test shard, parameters + gradient + optimizer state, activations, and on rank 0
- * the checkpoint image and its copy. The runtime's own memory (MPI, HDF5, OpenBLAS, the program
+ * chunks), the test shard, parameters + gradient + optimizer state, activations (with deltas
+ * and dropout masks), and on rank 0 the checkpoint image and its copy. The runtime's own memory (MPI, HDF5, OpenBLAS, the program
  * itself), measured as the peak when setup began, is reported apart. Rank 0's figures are shown:
  * it holds the checkpoint image, so it is the largest rank unless its shard is much smaller. */
 static void report_memory(const trainer *T) {
@@ -663,17 +663,13 @@ static void report_memory(const trainer *T) {
   if (T->rank != 0) return;
   const nn_layout *lay = &T->model.lay;
   const nn_data_info *in = &T->train.info;
-  size_t row = (in->n_features + in->n_targets) * sizeof(float), width = 0, widest = 0;
-  for (int l = 0; l <= lay->L; l++) {
-    width += (size_t)lay->n[l];
-    if ((size_t)lay->n[l] > widest) widest = (size_t)lay->n[l];
-  }
+  size_t row = (in->n_features + in->n_targets) * sizeof(float);
   const double MiB = 1048576.0;
   double shard = (T->stream ? (double)nn_stream_bytes(&T->shard, in, T->stream_slots)
                             : (double)(T->shard.row_end - T->shard.row_begin) * (double)row) / MiB;
   double test = (double)T->test.n_local * (double)row / MiB;
   double params = (double)lay->n_params * sizeof(float) * (2.0 + T->n_state) / MiB;
-  double acts = (double)T->model.batch_cap * (double)(width + 2 * widest) * sizeof(float) / MiB;
+  double acts = (double)T->model.buffer_bytes / MiB;
   double ckpt = 2.0 * (double)nn_ckpt_image_estimate(lay, T->n_state) / MiB;
   double buffers = shard + test + params + acts + ckpt, used = peak - T->rss_base_mib;
   printf("memory: rank 0 peak resident %.0f MiB = runtime %.0f (MPI, HDF5, OpenBLAS at start) + "

@@ -30,6 +30,7 @@ typedef struct nn_model {
   nn_act hidden, output;
   nn_loss loss;
   size_t batch_cap;                  /* largest batch the buffers hold */
+  size_t buffer_bytes;               /* activations, deltas and dropout masks, allocated */
   float *acts;                       /* a^0 .. a^L, each (batch_cap, n_l), one allocation */
   float *a[NN_MAX_LAYERS + 1];       /* views into acts */
   float *delta[2];                   /* ping-pong (batch_cap, max n_l) for backprop */
