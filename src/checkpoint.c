@@ -303,14 +303,19 @@ int nn_ckpt_list(const char *dir, char (**paths)[NN_PATH_MAX]) {
     if (!is_ckpt_name(ent->d_name)) continue;
     if (n == cap) {
       char(*grown)[NN_PATH_MAX] = realloc(*paths, (size_t)(cap = 2 * cap + 16) * NN_PATH_MAX);
-      if (!grown) break;
+      if (!grown) { /* a partial list could make prune delete a newer checkpoint */
+        closedir(d);
+        free(*paths);
+        *paths = NULL;
+        return -1;
+      }
       *paths = grown;
     }
     snprintf((*paths)[n++], NN_PATH_MAX, "%s", ent->d_name);
   }
   closedir(d);
   /* names sort by (epoch, step), zero-padded: sort on the bare names, then prefix dir */
-  qsort(*paths, (size_t)n, NN_PATH_MAX, newest_first);
+  if (n > 1) qsort(*paths, (size_t)n, NN_PATH_MAX, newest_first); /* qsort(NULL, 0) is undefined */
   for (int i = 0; i < n; i++) {
     char name[NN_PATH_MAX];
     snprintf(name, sizeof name, "%s", (*paths)[i]);
