@@ -361,10 +361,20 @@ def main():
                 ys.append(100 * r[key])
         ax2.bar(xs, ys, w2, label=lab)
     ax2.axhline(100, ls=":", color="gray")
+    # issue #6's targets: parallel efficiency >= 90% (batch 512), wide -np 2 >= 85% of the ceiling
+    for y, text, color in ((90, "target: parallel efficiency 90% (batch 512)", "firebrick"),
+                           (85, "target: wide -np 2 at 85% of the ceiling", "darkorange")):
+        ax2.axhline(y, ls="--", lw=0.8, color=color, label=text)
+    gb = report.get("wide_np2_gemm_bound")
+    if gb and "wide-synth-b256" in names:
+        i = names.index("wide-synth-b256")
+        ax2.hlines(100 * gb["fraction_of_ceiling"], i - 0.4, i + 0.4, colors="black", lw=1.5,
+                   label="wide -np 2: the most its GEMMs alone allow (%.1f%%)" % (100 * gb["fraction_of_ceiling"]))
     ax2.set_xticks(range(len(names)))
     ax2.set_xticklabels(names)
     ax2.set_ylabel("%")
-    ax2.legend(fontsize=8)
+    ax2.set_ylim(0, 125)
+    ax2.legend(fontsize=7, loc="upper left", ncol=2)
     fig.tight_layout()
     fig.savefig(os.path.join(a.out, "bench.png"), dpi=110)
 
