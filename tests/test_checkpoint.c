@@ -122,9 +122,14 @@ int main(int argc, char **argv) {
 
   /* listing: newest first, only checkpoint names; prune keeps the newest; stale temporaries go */
   char sub[1100], name[1200];
-  snprintf(sub, sizeof sub, "%s/list", dir);
+  snprintf(sub, sizeof sub, "%s/list-XXXXXX", dir); /* a new, empty directory every run */
+  CHECK(mkdtemp(sub) != NULL);
   e = (nn_error){0};
   CHECK_INT(nn_ckpt_prepare_dir(sub, &e), 0);
+  char(*paths)[NN_PATH_MAX];
+  CHECK_INT(nn_ckpt_list(sub, &paths), 0); /* empty: no checkpoint yet (UBSan: no qsort(NULL)) */
+  free(paths);
+  nn_ckpt_prune(sub, 1);
   long steps[] = {120, 20, 1000, 40};
   for (int i = 0; i < 4; i++) {
     nn_ckpt_path(name, sizeof name, sub, steps[i] / 20, steps[i]);
@@ -134,18 +139,17 @@ int main(int argc, char **argv) {
   fclose(fopen(name, "w"));
   snprintf(name, sizeof name, "%s/notes.txt", sub);
   fclose(fopen(name, "w"));
-  char(*paths)[NN_PATH_MAX];
   int count = nn_ckpt_list(sub, &paths);
   CHECK_INT(count, 4);
   if (count == 4) {
-    CHECK_STR_CONTAINS(paths[0], "/list/ckpt-e0050-s000001000.h5");
-    CHECK_STR_CONTAINS(paths[3], "/list/ckpt-e0001-s000000020.h5");
+    CHECK_STR_CONTAINS(paths[0], "/ckpt-e0050-s000001000.h5");
+    CHECK_STR_CONTAINS(paths[3], "/ckpt-e0001-s000000020.h5");
   }
   free(paths);
   nn_ckpt_prune(sub, 2);
   count = nn_ckpt_list(sub, &paths);
   CHECK_INT(count, 2);
-  if (count == 2) CHECK_STR_CONTAINS(paths[1], "/list/ckpt-e0006-s000000120.h5");
+  if (count == 2) CHECK_STR_CONTAINS(paths[1], "/ckpt-e0006-s000000120.h5");
   free(paths);
   CHECK_INT(nn_ckpt_prepare_dir(sub, &e), 0);
   snprintf(name, sizeof name, "%s/ckpt-e0001-s000000001.h5.tmp.999", sub);
