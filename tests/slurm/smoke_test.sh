@@ -181,7 +181,9 @@ if ! "$data_bin" synth tiny.h5 --samples 2000 --features 16 --classes 4 --seed 1
 elif SCALING_RANKS="1 2" SCALING_CSV=scaling.csv submit_wait --array=0-1 "$root/jobs/scaling.sbatch" tiny.ini > /dev/null \
    && [ "$(wc -l < scaling.csv)" = 3 ] \
    && [ "$(awk -F, 'NR > 1 && $7 == 2 && $8 > 0 && $NF == 0 { n++ } END { print n + 0 }' scaling.csv)" = 2 ] \
-   && [ "$(cut -d, -f3 scaling.csv | sed 1d | sort | tr '\n' ' ')" = "1 2 " ]; then
+   && [ "$(cut -d, -f3 scaling.csv | sed 1d | sort | tr '\n' ' ')" = "1 2 " ] \
+   && [ "$(head -n 1 scaling.csv | cut -d, -f16-21)" = time_forward_s_max,time_backward_s_max,time_allreduce_wait_s_max,time_allreduce_wait_s_min,time_update_s_max,time_io_s_max ] \
+   && [ "$(awk -F, 'NR > 1 && $16 > 0 && $17 > 0 { n++ } END { print n + 0 }' scaling.csv)" = 2 ]; then
   pass "jobs/scaling.sbatch array 1,2 ranks: 2 CSV rows ($((SECONDS - t))s)"
 else
   fail "jobs/scaling.sbatch"; show_log scaling.csv; for f in logs/scaling-*.out; do show_log "$f"; done
