@@ -131,3 +131,142 @@ int nn_comm_bcast_floats(float *buf, size_t n, int root, MPI_Comm comm, nn_error
   }
   return 0;
 }
+
+/* ---- node-shared memory ([train] allreduce = shm) ------------------------------------------ */
+
+/* Everything written to either window before this call is visible to every rank of the node
+ * after it (the MPI-3 shared-memory pattern: sync, barrier, sync). */
+static void node_sync(nn_shm *s) {
+  MPI_Win_sync(s->win_grad);
+  MPI_Win_sync(s->win_state);
+  MPI_Barrier(s->node);
+  MPI_Win_sync(s->win_grad);
+  MPI_Win_sync(s->win_state);
+}
+
+int nn_shm_init(nn_shm *s, MPI_Comm comm, size_t n, size_t extra, int n_state, nn_error *e) {
+  memset(s, 0, sizeof *s);
+  s->node = s->cross = MPI_COMM_NULL;
+  s->win_state = s->win_grad = MPI_WIN_NULL;
+  s->live = 1;
+  s->n = n;
+  s->extra = extra;
+  int rank, sizes[2];
+  MPI_Comm_rank(comm, &rank);
+  MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, rank, MPI_INFO_NULL, &s->node);
+  MPI_Comm_rank(s->node, &s->node_rank);
+  MPI_Comm_size(s->node, &s->node_size);
+  MPI_Comm_split(comm, s->node_rank, rank, &s->cross); /* world rank 0 is cross rank 0 */
+  MPI_Comm_size(s->cross, &s->nodes);
+  sizes[0] = s->node_size;
+  sizes[1] = -s->node_size;
+  MPI_Allreduce(MPI_IN_PLACE, sizes, 2, MPI_INT, MPI_MAX, comm); /* the same answer everywhere */
+  if (sizes[0] != -sizes[1] || sizes[0] > (int)(sizeof s->seg / sizeof s->seg[0]) || extra > 16 ||
+      n_state > 2) {
+    nn_fail(e, NN_ECONFIG, "[train] allreduce = shm needs the same number of ranks on every node, "
+            "at most %d (found %d to %d): use blocking", (int)(sizeof s->seg / sizeof s->seg[0]),
+            -sizes[1], sizes[0]);
+    nn_shm_free(s);
+    return e->code;
+  }
+  /* node rank 0 holds the flags, the parameters and the optimizer state; every rank its segment */
+  MPI_Info info;
+  MPI_Info_create(&info);
+  MPI_Info_set(info, "alloc_shared_noncontig", "true");
+  size_t flag_bytes = (size_t)s->node_size * 2 * sizeof(double);
+  size_t bytes = s->node_rank == 0 ? flag_bytes + (size_t)(1 + n_state) * n * sizeof(float) : 0;
+  void *mine;
+  MPI_Aint size;
+  int unit;
+  if (MPI_Win_allocate_shared((MPI_Aint)bytes, 1, info, s->node, &mine, &s->win_state) != MPI_SUCCESS ||
+      MPI_Win_allocate_shared((MPI_Aint)((n + extra) * sizeof(float)), sizeof(float), info, s->node, &mine,
+                              &s->win_grad) != MPI_SUCCESS) {
+    MPI_Info_free(&info);
+    nn_fail(e, NN_ENOMEM, "cannot allocate node-shared memory for %zu parameters", n);
+    nn_shm_free(s);
+    return e->code;
+  }
+  MPI_Info_free(&info);
+  void *base;
+  MPI_Win_shared_query(s->win_state, 0, &size, &unit, &base);
+  s->flags = base;
+  s->params = (float *)(s->flags + 2 * s->node_size);
+  for (int i = 0; i < n_state; i++) s->state[i] = s->params + (size_t)(i + 1) * n;
+  for (int q = 0; q < s->node_size; q++) MPI_Win_shared_query(s->win_grad, q, &size, &unit, &s->seg[q]);
+  s->grad = s->seg[s->node_rank];
+  s->lo = n * (size_t)s->node_rank / (size_t)s->node_size;
+  s->hi = n * (size_t)(s->node_rank + 1) / (size_t)s->node_size;
+  MPI_Win_lock_all(MPI_MODE_NOCHECK, s->win_state);
+  MPI_Win_lock_all(MPI_MODE_NOCHECK, s->win_grad);
+  return 0;
+}
+
+void nn_shm_free(nn_shm *s) {
+  if (!s->live) return;
+  s->live = 0;
+  if (s->win_grad != MPI_WIN_NULL) {
+    MPI_Win_unlock_all(s->win_grad);
+    MPI_Win_free(&s->win_grad);
+  }
+  if (s->win_state != MPI_WIN_NULL) {
+    MPI_Win_unlock_all(s->win_state);
+    MPI_Win_free(&s->win_state);
+  }
+  if (s->cross != MPI_COMM_NULL) MPI_Comm_free(&s->cross);
+  if (s->node != MPI_COMM_NULL) MPI_Comm_free(&s->node);
+  s->params = s->grad = NULL;
+}
+
+int nn_shm_reduce(nn_shm *s, int *finite, double *sumsq, nn_error *e) {
+  enum { BLOCK = 1024 };
+  float acc[BLOCK], ctl[16];
+  node_sync(s); /* every segment is written */
+  if (s->node_size > 1)
+    for (size_t b = s->lo; b < s->hi; b += BLOCK) { /* slice of every segment, in node-rank order */
+      size_t m = s->hi - b < BLOCK ? s->hi - b : BLOCK;
+      memcpy(acc, s->seg[0] + b, m * sizeof(float));
+      for (int q = 1; q < s->node_size; q++) {
+        const float *x = s->seg[q] + b;
+        for (size_t i = 0; i < m; i++) acc[i] += x[i];
+      }
+      memcpy(s->grad + b, acc, m * sizeof(float));
+    }
+  for (size_t k = 0; k < s->extra; k++) {
+    ctl[k] = s->seg[0][s->n + k];
+    for (int q = 1; q < s->node_size; q++) ctl[k] += s->seg[q][s->n + k];
+  }
+  int rc = 0;
+  if (s->nodes > 1 && (nn_comm_allreduce_sum(s->grad + s->lo, s->hi - s->lo, s->cross, e) ||
+                       nn_comm_allreduce_sum(ctl, s->extra, s->cross, e)))
+    rc = e->code; /* MPI failures abort by default; this path only runs with another handler */
+  uint32_t bad = 0;
+  double ss = 0.0;
+  for (size_t i = s->lo; i < s->hi; i++) { /* as nn_all_finite: Inf and NaN have all exponent bits */
+    uint32_t u;
+    memcpy(&u, &s->grad[i], sizeof u);
+    bad |= (u & 0x7f800000u) == 0x7f800000u;
+  }
+  if (sumsq)
+    for (size_t i = s->lo; i < s->hi; i++) ss += (double)s->grad[i] * (double)s->grad[i];
+  s->flags[2 * s->node_rank] = bad;
+  s->flags[2 * s->node_rank + 1] = ss;
+  node_sync(s); /* every slice is summed and checked; nobody reads another segment after this */
+  int all_finite = 1;
+  double total = 0.0;
+  for (int q = 0; q < s->node_size; q++) {
+    all_finite &= s->flags[2 * q] == 0.0;
+    total += s->flags[2 * q + 1];
+  }
+  for (size_t k = 0; k < s->extra; k++) s->grad[s->n + k] = ctl[k];
+  *finite = all_finite;
+  if (sumsq) *sumsq = total;
+  return rc;
+}
+
+void nn_shm_fence(nn_shm *s) { node_sync(s); }
+
+int nn_shm_bcast(nn_shm *s, float *buf, size_t n, nn_error *e) {
+  int rc = s->node_rank == 0 && s->nodes > 1 ? nn_comm_bcast_floats(buf, n, 0, s->cross, e) : 0;
+  node_sync(s);
+  return rc;
+}

@@ -70,6 +70,9 @@ typedef struct trainer {
   const char *const *state_names;
   nn_optim_params optim;           /* lr is set every step from the schedule */
   nn_grad_sync sync;               /* overlapped reduction state ([train] allreduce = overlap) */
+  nn_shm shm;                      /* node-shared parameters ([train] allreduce = shm): params,
+                                      state and grad then point into its windows */
+  int use_shm;
   nn_grad_hook hook;
   nn_schedule schedule;
   double lr;                       /* learning rate of the latest step */
@@ -340,8 +343,11 @@ static int setup(trainer *T, nn_error *e) {
       nn_model_init(&T->model, &lay, cfg->activation, cfg->output, cfg->loss, (float)cfg->dropout,
                     B > EVAL_ROWS ? B : EVAL_ROWS, e) == 0) {
     size_t bytes = lay.n_params * sizeof(float);
-    T->params = malloc(bytes);
-    T->grad = malloc(bytes + NN_CONTROL * sizeof(float));
+    T->use_shm = cfg->allreduce == NN_ALLREDUCE_SHM;
+    if (!T->use_shm) {
+      T->params = malloc(bytes);
+      T->grad = malloc(bytes + NN_CONTROL * sizeof(float));
+    }
     T->optim = (nn_optim_params){.kind = cfg->optimizer, .momentum = (float)cfg->momentum,
                                  .beta1 = (float)cfg->beta1, .beta2 = (float)cfg->beta2,
                                  .eps = (float)cfg->eps, .weight_decay = (float)cfg->weight_decay};
@@ -353,7 +359,7 @@ static int setup(trainer *T, nn_error *e) {
         .base_lr = cfg->learning_rate * (cfg->scale_lr_with_batch ? (double)cfg->batch_size / (double)cfg->base_batch : 1.0),
         .warmup_steps = cfg->warmup_epochs * steps, .total_steps = (double)cfg->epochs * steps,
         .step_every = cfg->lr_step_epochs * steps, .gamma = cfg->lr_gamma, .min_lr = cfg->min_lr};
-    for (int i = 0; i < T->n_state; i++)
+    for (int i = 0; i < T->n_state && !T->use_shm; i++)
       if (!(T->state[i] = calloc(lay.n_params, sizeof(float)))) nn_fail(e, NN_ENOMEM, "out of memory");
     T->order = malloc((T->shard.row_end - T->shard.row_begin) * sizeof(size_t));
     T->rows = malloc(B * sizeof(size_t));
@@ -361,11 +367,17 @@ static int setup(trainer *T, nn_error *e) {
     T->chunk_scratch = malloc((nn_shard_max_chunks(&T->shard) + 1) * sizeof(size_t));
     T->batch_labels = malloc(B * sizeof(int32_t));
     T->batch_targets = malloc(B * n_out * sizeof(float));
-    if (!T->params || !T->grad || !T->order || !T->rows || !T->row_ids || !T->chunk_scratch ||
+    if ((!T->use_shm && (!T->params || !T->grad)) || !T->order || !T->rows || !T->row_ids || !T->chunk_scratch ||
         !T->batch_labels || !T->batch_targets)
       nn_fail(e, NN_ENOMEM, "cannot allocate the model's buffers (%zu parameters)", lay.n_params);
   }
   if (nn_comm_agree(e, T->comm)) return e->code;
+  if (T->use_shm) {
+    if (nn_shm_init(&T->shm, T->comm, T->model.lay.n_params, NN_CONTROL, T->n_state, e)) return e->code;
+    T->params = T->shm.params;
+    T->grad = T->shm.grad;
+    for (int i = 0; i < T->n_state; i++) T->state[i] = T->shm.state[i];
+  }
   T->sync = (nn_grad_sync){.comm = T->comm, .grad = T->grad, .n_params = T->model.lay.n_params,
                            .extra = NN_CONTROL};
   T->hook = (nn_grad_hook){.ready = nn_grad_sync_ready, .ctx = &T->sync, .max_blocks = 4};
@@ -377,9 +389,12 @@ static int setup(trainer *T, nn_error *e) {
       nn_fail(e, NN_EIO, "%s: cannot open the metrics log for writing", cfg->metrics);
   }
   if (nn_comm_agree(e, T->comm)) return e->code;
-  if (nn_comm_bcast_floats(T->params, T->model.lay.n_params, 0, T->comm, e)) return e->code;
-  for (int i = 0; i < T->n_state; i++)
-    if (nn_comm_bcast_floats(T->state[i], T->model.lay.n_params, 0, T->comm, e)) return e->code;
+  for (int i = -1; i < T->n_state; i++) { /* the parameters, then each optimizer buffer */
+    float *buf = i < 0 ? T->params : T->state[i];
+    if (T->use_shm ? nn_shm_bcast(&T->shm, buf, T->model.lay.n_params, e)
+                   : nn_comm_bcast_floats(buf, T->model.lay.n_params, 0, T->comm, e))
+      return nn_comm_agree(e, T->comm);
+  }
   MPI_Bcast(&T->start, (int)sizeof T->start, MPI_BYTE, 0, T->comm);
   if (T->rank == 0) print_header(T);
   return 0;
@@ -390,9 +405,13 @@ static void teardown(trainer *T) {
   nn_data_free(&T->train);
   nn_data_free(&T->test);
   nn_model_free(&T->model);
-  free(T->params);
-  free(T->grad);
-  for (int i = 0; i < T->n_state; i++) free(T->state[i]);
+  if (T->use_shm) {
+    nn_shm_free(&T->shm);
+  } else {
+    free(T->params);
+    free(T->grad);
+    for (int i = 0; i < T->n_state; i++) free(T->state[i]);
+  }
   free(T->order);
   free(T->rows);
   free(T->row_ids);
@@ -432,6 +451,7 @@ static int train_step(trainer *T, size_t k, long step, double *sums, nn_error *e
   size_t B = T->shard.local_batch, n = m->lay.n_params;
   int32_t *labels = T->train.info.classification ? T->batch_labels : NULL;
   float *targets = T->train.info.classification ? NULL : T->batch_targets;
+  int overlap = cfg->allreduce == NN_ALLREDUCE_OVERLAP;
 
   double t0 = now();
   int gathered = gather_batch(T, k) == 0;
@@ -450,29 +470,43 @@ static int train_step(trainer *T, size_t k, long step, double *sums, nn_error *e
     sums[0] += nn_model_forward(m, T->params, B, labels, targets);
     if (labels) sums[1] += (double)nn_count_correct(m->a[m->lay.L], labels, B, m->lay.n[m->lay.L]);
     t_fwd = now();
-    nn_model_backward(m, T->params, T->grad, B, labels, targets, cfg->allreduce ? &T->hook : NULL);
+    nn_model_backward(m, T->params, T->grad, B, labels, targets, overlap ? &T->hook : NULL);
     t_bwd = now();
-  } else if (cfg->allreduce) { /* nothing to compute: post the same slices all the same */
+  } else if (overlap) { /* nothing to compute: post the same slices all the same */
     nn_model_zero_slices(&m->lay, &T->hook);
   }
   double t2 = now();
-  if (cfg->allreduce ? nn_grad_sync_wait(&T->sync, e) : nn_comm_allreduce_sum(T->grad, n + NN_CONTROL, T->comm, e))
+  int finite = 1;
+  double sumsq = 0.0;
+  if (T->use_shm) { /* sums, and checks, this rank's slice only; the decisions are shared */
+    if (nn_shm_reduce(&T->shm, &finite, cfg->clip_norm > 0 ? &sumsq : NULL, e)) return e->code;
+  } else if (overlap ? nn_grad_sync_wait(&T->sync, e)
+                     : nn_comm_allreduce_sum(T->grad, n + NN_CONTROL, T->comm, e)) {
     return e->code;
+  }
   double t3 = now();
   if (T->grad[n + CTL_DATA_ERROR] > 0) { /* some rank could not read its rows: all stop here */
     *e = T->data_err;
     return nn_comm_agree(e, T->comm);
   }
-  /* Every rank holds the same reduced gradient, so every rank takes the same decision here. */
-  if (!nn_all_finite(T->grad, n))
+  /* Every rank holds the same reduced gradient (with shm: its slice of it, and the verdicts on
+   * the whole), so every rank takes the same decision here. It updates [lo, hi): all of the
+   * parameters, or with shm its slice of the node's shared copy. */
+  size_t lo = T->use_shm ? T->shm.lo : 0, hi = T->use_shm ? T->shm.hi : n;
+  if (!T->use_shm) finite = nn_all_finite(T->grad, n);
+  if (!finite)
     return nn_fail(e, NN_ENUMERIC, "step %ld: the gradient holds NaN or Inf (learning rate too "
                    "high, or bad input values?); stopped, earlier checkpoints are kept", step);
   float scale = 1.0f / (float)cfg->batch_size; /* summed gradient -> mean */
-  if (cfg->clip_norm > 0) /* the same reduced gradient everywhere: the same factor everywhere */
-    nn_scale(T->grad, n, nn_clip_factor(nn_sumsq(T->grad, n), scale, (float)cfg->clip_norm));
+  if (cfg->clip_norm > 0) { /* the same reduced gradient everywhere: the same factor everywhere */
+    if (!T->use_shm) sumsq = nn_sumsq(T->grad, n);
+    nn_scale(T->grad + lo, hi - lo, nn_clip_factor(sumsq, scale, (float)cfg->clip_norm));
+  }
   T->lr = nn_schedule_lr(&T->schedule, step - 1);
   T->optim.lr = (float)T->lr;
-  nn_optim_step(T->params, T->state[0], T->state[1], T->grad, n, &T->optim, step, scale);
+  nn_optim_step(T->params + lo, T->state[0] ? T->state[0] + lo : NULL, T->state[1] ? T->state[1] + lo : NULL,
+                T->grad + lo, hi - lo, &T->optim, step, scale);
+  if (T->use_shm) nn_shm_fence(&T->shm); /* the node's parameters are whole again */
   double t4 = now();
   T->t.io += t1 - t0;
   T->t.compute += (t2 - t1) + (t4 - t3);
@@ -560,6 +594,7 @@ static void json_number(FILE *f, const char *key, double v) {
 }
 
 enum { PH_FORWARD, PH_BACKWARD, PH_COMM, PH_UPDATE, PH_IO, N_PHASES };
+static const char *const allreduce_names[] = {"blocking", "overlap", "shm"};
 static const char *const phase_names[N_PHASES] = {"forward", "backward", "allreduce_wait", "update", "io"};
 
 typedef struct epoch_report {
@@ -609,7 +644,7 @@ static void report_epoch(const trainer *T, const epoch_report *r) {
     json_number(f, key, r->phase_min[i]);
   }
   fprintf(f, ",\"steps\":%ld,\"global_batch\":%ld,\"ranks\":%d,\"allreduce\":\"%s\"}\n", r->steps,
-          T->cfg->batch_size, T->world, T->cfg->allreduce ? "overlap" : "blocking");
+          T->cfg->batch_size, T->world, allreduce_names[T->cfg->allreduce]);
   fflush(f);
 }
 

@@ -67,6 +67,25 @@ for np in 2 3; do
     && pass "allreduce = overlap, -np $np vs -np 1: $out" || fail "overlap -np $np: $out"
 done
 
+# The node-shared reduction (allreduce = shm: every rank sums and updates one slice of a copy
+# shared by the node's ranks) gives the same model at every rank count: with momentum, and with
+# Adam and clipping tight enough to act on every step (its norm is summed over the slices).
+adam=(--set train.optimizer=adam --set train.learning_rate=0.01 --set train.clip_norm=0.05)
+run_np 1 "$NNMPI_BIN" cls.ini "${adam[@]}" --set checkpoint.dir=ck_adam_1 > adam_1.log 2>&1 \
+  || { fail "adam -np 1 exited non-zero"; cat adam_1.log; }
+for np in 1 2 3 4; do
+  for kind in momentum adam; do
+    dir="ck_shm_${kind}_$np" ref=ck_cls_true_1 extra=()
+    [ "$kind" = adam ] && ref=ck_adam_1 extra=("${adam[@]}")
+    run_np "$np" "$NNMPI_BIN" cls.ini "${extra[@]}" --set train.allreduce=shm --set checkpoint.dir="$dir" > "$dir.log" 2>&1 \
+      || { fail "shm $kind -np $np exited non-zero"; cat "$dir.log"; continue; }
+    out=$("$NNMPI_CKPT_DIFF" "$(ckpt_at "$ref" 3)" "$(ckpt_at "$dir" 3)" 1e-5) \
+      && pass "allreduce = shm, $kind, -np $np vs blocking -np 1: $out" || fail "shm $kind -np $np: $out"
+  done
+done
+"$NNMPI_CKPT_DIFF" "$(ckpt_at ck_cls_true_1 3)" "$(ckpt_at ck_adam_1 3)" 1e-3 > /dev/null \
+  && fail "adam with clipping gave the same weights as momentum"
+
 # A different seed must give different weights (the comparison above can fail).
 run_np 2 "$NNMPI_BIN" cls.ini --set model.seed=6 --set checkpoint.dir=ck_seed6 > seed6.log 2>&1 || fail "seed 6 run"
 "$NNMPI_CKPT_DIFF" "$(ckpt_at ck_cls_true_1 3)" "$(ckpt_at ck_seed6 3)" 1e-5 > /dev/null \

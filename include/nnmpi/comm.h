@@ -43,6 +43,44 @@ void nn_grad_sync_ready(void *ctx, size_t offset, size_t count);
 /* Wait for all slices; returns 0 or NN_EMPI. Resets the object for the next step. */
 int nn_grad_sync_wait(nn_grad_sync *s, nn_error *e);
 
+/* [train] allreduce = shm: the ranks of a node share one copy of the parameters and optimizer
+ * state (MPI-3 shared memory) and each sums and updates one slice of them:
+ *   1. every rank writes its gradient (n floats, then `extra` control slots) to its own segment,
+ *      readable by the other ranks of its node;
+ *   2. nn_shm_reduce: node rank q sums slice q of all the node's segments (in node-rank order,
+ *      so the result does not depend on timing) into its own segment; across nodes, the ranks
+ *      of the same node rank sum that slice with MPI_Allreduce; the control slots are summed
+ *      everywhere; the slice's finiteness and squared norm are shared, so every rank takes the
+ *      same decisions (NaN stop, clipping);
+ *   3. the caller updates parameters and state in [lo, hi) only, then nn_shm_fence;
+ * so each rank reads 1/S of the other segments and updates 1/S of the parameters (S ranks per
+ * node), where MPI_Allreduce copies whole buffers and every rank updates all parameters.
+ * Needs the same number of ranks on every node. */
+typedef struct nn_shm {
+  MPI_Comm node, cross;     /* the ranks sharing memory; the ranks of one node rank, over nodes */
+  MPI_Win win_state, win_grad;
+  int node_rank, node_size, nodes;
+  size_t n, extra;          /* gradient length, control slots after it */
+  size_t lo, hi;            /* this rank's slice of [0, n) */
+  float *params;            /* shared: n floats, then n_state x n of optimizer state */
+  float *state[2];
+  float *grad;              /* this rank's segment: n + extra */
+  float *seg[64];           /* every segment of the node (node_size <= 64) */
+  double *flags;            /* shared: node_size x 2 (non-finite count, sum of squares) */
+  int live;                 /* set by nn_shm_init, cleared by nn_shm_free */
+} nn_shm;
+
+/* Collective over comm. Fails (NN_ECONFIG) on unequal ranks per node or more than 64 per node. */
+int nn_shm_init(nn_shm *s, MPI_Comm comm, size_t n, size_t extra, int n_state, nn_error *e);
+void nn_shm_free(nn_shm *s);
+/* Steps 2 above. On return this rank's segment holds the global sum in [lo, hi) and in the
+ * control slots; *finite and *sumsq are the whole gradient's, the same on every rank. */
+int nn_shm_reduce(nn_shm *s, int *finite, double *sumsq, nn_error *e);
+/* After the update: every slice is written before any rank reads the parameters again. */
+void nn_shm_fence(nn_shm *s);
+/* World rank 0's n floats at buf (a shared buffer of nn_shm) to every node's copy. */
+int nn_shm_bcast(nn_shm *s, float *buf, size_t n, nn_error *e);
+
 /* In-place MPI_Allreduce(SUM) of n doubles. */
 int nn_comm_sum_doubles(double *buf, int n, MPI_Comm comm, nn_error *e);
 

@@ -19,6 +19,9 @@ typedef enum nn_act { NN_ACT_RELU, NN_ACT_SIGMOID, NN_ACT_TANH, NN_ACT_SOFTMAX, 
 typedef enum nn_loss { NN_LOSS_CROSS_ENTROPY, NN_LOSS_MSE } nn_loss;
 typedef enum nn_init { NN_INIT_HE, NN_INIT_XAVIER } nn_init;
 typedef enum nn_reader { NN_READER_MPIO, NN_READER_POSIX } nn_reader;
+/* How the gradient is summed ([train] allreduce): one MPI_Allreduce after backprop; per-slice
+ * MPI_Iallreduce during backprop; or through node-shared memory (nn_shm in comm.h). */
+typedef enum nn_allreduce_mode { NN_ALLREDUCE_BLOCKING, NN_ALLREDUCE_OVERLAP, NN_ALLREDUCE_SHM } nn_allreduce_mode;
 
 
 typedef struct nn_config {
@@ -59,7 +62,7 @@ typedef struct nn_config {
   int scale_lr_with_batch;           /* lr x batch_size / base_batch (Goyal et al. 2017) */
   long base_batch;
   double clip_norm;                  /* max global L2 norm of the mean gradient; 0 = off */
-  int allreduce;                     /* 1: overlap with backprop (MPI_Iallreduce), 0: one blocking call */
+  int allreduce;                     /* nn_allreduce_mode */
   long blas_threads;
   /* [checkpoint] */
   char ckpt_dir[NN_PATH_MAX];
