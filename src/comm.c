@@ -1,6 +1,7 @@
 /* Collectives: error agreement, gradient sums, replica checks, config sharing. */
 #include "nnmpi/comm.h"
 
+#include "nnmpi/optim.h"
 #include "nnmpi/rng.h"
 
 #include <errno.h>
@@ -144,7 +145,8 @@ static void node_sync(nn_shm *s) {
   MPI_Win_sync(s->win_state);
 }
 
-int nn_shm_init(nn_shm *s, MPI_Comm comm, size_t n, size_t extra, int n_state, nn_error *e) {
+int nn_shm_init(nn_shm *s, MPI_Comm comm, size_t n, size_t extra, int n_state, int required,
+                nn_error *e) {
   memset(s, 0, sizeof *s);
   s->node = s->cross = MPI_COMM_NULL;
   s->win_state = s->win_grad = MPI_WIN_NULL;
@@ -163,9 +165,10 @@ int nn_shm_init(nn_shm *s, MPI_Comm comm, size_t n, size_t extra, int n_state, n
   MPI_Allreduce(MPI_IN_PLACE, sizes, 2, MPI_INT, MPI_MAX, comm); /* the same answer everywhere */
   if (sizes[0] != -sizes[1] || sizes[0] > (int)(sizeof s->seg / sizeof s->seg[0]) || extra > 16 ||
       n_state > 2) {
-    nn_fail(e, NN_ECONFIG, "[train] allreduce = shm needs the same number of ranks on every node, "
-            "at most %d (found %d to %d): use blocking", (int)(sizeof s->seg / sizeof s->seg[0]),
-            -sizes[1], sizes[0]);
+    if (required)
+      nn_fail(e, NN_ECONFIG, "[train] allreduce = shm needs the same number of ranks on every node, "
+              "at most %d (found %d to %d): use blocking or auto", (int)(sizeof s->seg / sizeof s->seg[0]),
+              -sizes[1], sizes[0]);
     nn_shm_free(s);
     return e->code;
   }
@@ -239,17 +242,8 @@ int nn_shm_reduce(nn_shm *s, int *finite, double *sumsq, nn_error *e) {
   if (s->nodes > 1 && (nn_comm_allreduce_sum(s->grad + s->lo, s->hi - s->lo, s->cross, e) ||
                        nn_comm_allreduce_sum(ctl, s->extra, s->cross, e)))
     rc = e->code; /* MPI failures abort by default; this path only runs with another handler */
-  uint32_t bad = 0;
-  double ss = 0.0;
-  for (size_t i = s->lo; i < s->hi; i++) { /* as nn_all_finite: Inf and NaN have all exponent bits */
-    uint32_t u;
-    memcpy(&u, &s->grad[i], sizeof u);
-    bad |= (u & 0x7f800000u) == 0x7f800000u;
-  }
-  if (sumsq)
-    for (size_t i = s->lo; i < s->hi; i++) ss += (double)s->grad[i] * (double)s->grad[i];
-  s->flags[2 * s->node_rank] = bad;
-  s->flags[2 * s->node_rank + 1] = ss;
+  s->flags[2 * s->node_rank] = !nn_all_finite(s->grad + s->lo, s->hi - s->lo);
+  s->flags[2 * s->node_rank + 1] = sumsq ? nn_sumsq(s->grad + s->lo, s->hi - s->lo) : 0.0;
   node_sync(s); /* every slice is summed and checked; nobody reads another segment after this */
   int all_finite = 1;
   double total = 0.0;

@@ -35,7 +35,7 @@ static const int loss_v[] = {NN_LOSS_CROSS_ENTROPY, NN_LOSS_MSE};
 static const int init_v[] = {-1, NN_INIT_HE, NN_INIT_XAVIER};
 static const int optimizer_v[] = {NN_OPT_SGD, NN_OPT_NESTEROV, NN_OPT_ADAM, NN_OPT_ADAMW};
 static const int reader_v[] = {NN_READER_MPIO, NN_READER_POSIX};
-static const int allreduce_v[] = {NN_ALLREDUCE_OVERLAP, NN_ALLREDUCE_BLOCKING, NN_ALLREDUCE_SHM};
+static const int allreduce_v[] = {NN_ALLREDUCE_AUTO, NN_ALLREDUCE_OVERLAP, NN_ALLREDUCE_BLOCKING, NN_ALLREDUCE_SHM};
 static const int schedule_v[] = {NN_SCHED_CONSTANT, NN_SCHED_STEP, NN_SCHED_COSINE};
 
 static const key keys[] = {
@@ -82,7 +82,7 @@ static const key keys[] = {
     {"train", "base_batch", K_INT, F(base_batch), 0, "128", 1, 1 << 30, 0, "a positive integer", NULL, NULL},
     {"train", "patience", K_INT, F(patience), 0, "0", 0, 1e9, 0, "a non-negative integer (0 = off)", NULL, NULL},
     {"train", "clip_norm", K_FLOAT, F(clip_norm), 0, "0", 0, 1e30, 0, "a non-negative number (0 = off)", NULL, NULL},
-    {"train", "allreduce", K_ENUM, F(allreduce), 0, "blocking", 0, 0, 0, NULL, "overlap|blocking|shm", allreduce_v},
+    {"train", "allreduce", K_ENUM, F(allreduce), 0, "auto", 0, 0, 0, NULL, "auto|overlap|blocking|shm", allreduce_v},
     {"train", "blas_threads", K_INT, F(blas_threads), 0, "1", 1, 1024, 0, "an integer in [1, 1024]", NULL, NULL},
     {"checkpoint", "dir", K_STR, F(ckpt_dir), S(ckpt_dir), "checkpoints", 0, 0, 0, "a directory path", NULL, NULL},
     {"checkpoint", "every", K_INT, F(ckpt_every), 0, "1", 0, 1e9, 0, "a non-negative integer", NULL, NULL},

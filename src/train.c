@@ -73,6 +73,7 @@ typedef struct trainer {
   nn_shm shm;                      /* node-shared parameters ([train] allreduce = shm): params,
                                       state and grad then point into its windows */
   int use_shm;
+  nn_allreduce_mode mode;          /* the reduction in use (auto resolved) */
   nn_grad_hook hook;
   nn_schedule schedule;
   double lr;                       /* learning rate of the latest step */
@@ -167,6 +168,14 @@ static void print_header(const trainer *T) {
   if (s->val_rows)
     printf("validation: %zu rows held out (the last %.3g of every partition), never trained on\n",
            s->val_rows, T->cfg->validation_fraction);
+  if (T->use_shm)
+    printf("gradient sum: shm: %d rank%s per node share one copy of the parameters and optimizer "
+           "state, and each sums and updates 1/%d of it%s\n", T->shm.node_size, T->shm.node_size > 1 ? "s" : "",
+           T->shm.node_size, T->shm.nodes > 1 ? "; the slices are summed across nodes with MPI_Allreduce" : "");
+  else
+    printf("gradient sum: %s%s\n", T->mode == NN_ALLREDUCE_OVERLAP ? "overlap: MPI_Iallreduce per slice during backprop"
+           : "blocking: one MPI_Allreduce after backprop", cfg->allreduce == NN_ALLREDUCE_AUTO ?
+           " (auto: the nodes run different numbers of ranks, so shm is not possible)" : "");
   printf("model: ");
   for (int l = 0; l <= lay->L; l++) printf("%s%d", l ? "-" : "", lay->n[l]);
   printf(", %zu parameters (%.2f MiB), %s hidden, %s output, %s loss\n", lay->n_params,
@@ -278,10 +287,6 @@ static int setup(trainer *T, nn_error *e) {
   nn_data_info info;
   T->rss_base_mib = peak_rss_mib();
   openblas_set_num_threads((int)cfg->blas_threads);
-  if (cfg->file_size_limit > 0) { /* test hook: a full disk, as the kernel reports it (EFBIG) */
-    struct rlimit rl = {(rlim_t)cfg->file_size_limit, (rlim_t)cfg->file_size_limit};
-    setrlimit(RLIMIT_FSIZE, &rl);
-  }
 
   nn_data_info_read(cfg->train, cfg->features, cfg->labels, &info, e);
   if (!e->code) check_data_fits(cfg, &info, cfg->train, e);
@@ -343,7 +348,7 @@ static int setup(trainer *T, nn_error *e) {
       nn_model_init(&T->model, &lay, cfg->activation, cfg->output, cfg->loss, (float)cfg->dropout,
                     B > EVAL_ROWS ? B : EVAL_ROWS, e) == 0) {
     size_t bytes = lay.n_params * sizeof(float);
-    T->use_shm = cfg->allreduce == NN_ALLREDUCE_SHM;
+    T->use_shm = cfg->allreduce == NN_ALLREDUCE_SHM || cfg->allreduce == NN_ALLREDUCE_AUTO;
     if (!T->use_shm) {
       T->params = malloc(bytes);
       T->grad = malloc(bytes + NN_CONTROL * sizeof(float));
@@ -372,11 +377,25 @@ static int setup(trainer *T, nn_error *e) {
       nn_fail(e, NN_ENOMEM, "cannot allocate the model's buffers (%zu parameters)", lay.n_params);
   }
   if (nn_comm_agree(e, T->comm)) return e->code;
+  T->mode = cfg->allreduce == NN_ALLREDUCE_AUTO ? NN_ALLREDUCE_SHM : (nn_allreduce_mode)cfg->allreduce;
   if (T->use_shm) {
-    if (nn_shm_init(&T->shm, T->comm, T->model.lay.n_params, NN_CONTROL, T->n_state, e)) return e->code;
-    T->params = T->shm.params;
-    T->grad = T->shm.grad;
-    for (int i = 0; i < T->n_state; i++) T->state[i] = T->shm.state[i];
+    if (nn_shm_init(&T->shm, T->comm, T->model.lay.n_params, NN_CONTROL, T->n_state,
+                    cfg->allreduce == NN_ALLREDUCE_SHM, e))
+      return e->code;
+    T->use_shm = T->shm.live; /* auto: not possible here, so blocking */
+    if (!T->use_shm) {
+      T->mode = NN_ALLREDUCE_BLOCKING;
+      T->params = malloc(T->model.lay.n_params * sizeof(float));
+      T->grad = malloc((T->model.lay.n_params + NN_CONTROL) * sizeof(float));
+      for (int i = 0; i < T->n_state; i++) T->state[i] = calloc(T->model.lay.n_params, sizeof(float));
+      int ok = T->params && T->grad && (T->n_state < 1 || T->state[0]) && (T->n_state < 2 || T->state[1]);
+      if (!ok) nn_fail(e, NN_ENOMEM, "cannot allocate the model's buffers (%zu parameters)", T->model.lay.n_params);
+      if (nn_comm_agree(e, T->comm)) return e->code;
+    } else {
+      T->params = T->shm.params;
+      T->grad = T->shm.grad;
+      for (int i = 0; i < T->n_state; i++) T->state[i] = T->shm.state[i];
+    }
   }
   T->sync = (nn_grad_sync){.comm = T->comm, .grad = T->grad, .n_params = T->model.lay.n_params,
                            .extra = NN_CONTROL};
@@ -396,6 +415,12 @@ static int setup(trainer *T, nn_error *e) {
       return nn_comm_agree(e, T->comm);
   }
   MPI_Bcast(&T->start, (int)sizeof T->start, MPI_BYTE, 0, T->comm);
+  /* test hook: a full disk for the checkpoints, as the kernel reports it (EFBIG); set last, as
+   * Open MPI's shared-memory windows are files too */
+  if (cfg->file_size_limit > 0) {
+    struct rlimit rl = {(rlim_t)cfg->file_size_limit, (rlim_t)cfg->file_size_limit};
+    setrlimit(RLIMIT_FSIZE, &rl);
+  }
   if (T->rank == 0) print_header(T);
   return 0;
 }
@@ -407,7 +432,7 @@ static void teardown(trainer *T) {
   nn_model_free(&T->model);
   if (T->use_shm) {
     nn_shm_free(&T->shm);
-  } else {
+  } else { /* (also after an auto that fell back: the shm object is not live then) */
     free(T->params);
     free(T->grad);
     for (int i = 0; i < T->n_state; i++) free(T->state[i]);
@@ -451,7 +476,7 @@ static int train_step(trainer *T, size_t k, long step, double *sums, nn_error *e
   size_t B = T->shard.local_batch, n = m->lay.n_params;
   int32_t *labels = T->train.info.classification ? T->batch_labels : NULL;
   float *targets = T->train.info.classification ? NULL : T->batch_targets;
-  int overlap = cfg->allreduce == NN_ALLREDUCE_OVERLAP;
+  int overlap = T->mode == NN_ALLREDUCE_OVERLAP;
 
   double t0 = now();
   int gathered = gather_batch(T, k) == 0;
@@ -644,7 +669,7 @@ static void report_epoch(const trainer *T, const epoch_report *r) {
     json_number(f, key, r->phase_min[i]);
   }
   fprintf(f, ",\"steps\":%ld,\"global_batch\":%ld,\"ranks\":%d,\"allreduce\":\"%s\"}\n", r->steps,
-          T->cfg->batch_size, T->world, allreduce_names[T->cfg->allreduce]);
+          T->cfg->batch_size, T->world, allreduce_names[T->mode]);
   fflush(f);
 }
 
@@ -703,7 +728,12 @@ static void report_memory(const trainer *T) {
   double shard = (T->stream ? (double)nn_stream_bytes(&T->shard, in, T->stream_slots)
                             : (double)(T->shard.row_end - T->shard.row_begin) * (double)row) / MiB;
   double test = (double)T->test.n_local * (double)row / MiB;
-  double params = (double)lay->n_params * sizeof(float) * (2.0 + T->n_state) / MiB;
+  /* parameters, own gradient, optimizer state; with shm the parameters and state are one copy
+   * per node (rank 0 reads all of the state to write checkpoints), and each rank also reads
+   * its slice of every other rank's gradient */
+  double copies = 2.0 + T->n_state;
+  if (T->use_shm) copies += (double)(T->shm.node_size - 1) / (double)T->shm.node_size;
+  double params = (double)lay->n_params * sizeof(float) * copies / MiB;
   double acts = (double)T->model.buffer_bytes / MiB;
   double ckpt = 2.0 * (double)nn_ckpt_image_estimate(lay, T->n_state) / MiB;
   double buffers = shard + test + params + acts + ckpt, used = peak - T->rss_base_mib;

@@ -58,32 +58,37 @@ for cfg in cls reg; do
     && fail "$cfg: shuffle on and off gave the same weights"
 done
 
-# The overlapped reduction (MPI_Iallreduce per gradient slice) gives the same model too.
-for np in 2 3; do
-  dir="ck_overlap_$np"
-  run_np "$np" "$NNMPI_BIN" cls.ini --set train.allreduce=overlap --set checkpoint.dir="$dir" > "$dir.log" 2>&1 \
-    || { fail "overlap -np $np exited non-zero"; cat "$dir.log"; continue; }
-  out=$("$NNMPI_CKPT_DIFF" "$(ckpt_at ck_cls_true_1 3)" "$(ckpt_at "$dir" 3)" 1e-5) \
-    && pass "allreduce = overlap, -np $np vs -np 1: $out" || fail "overlap -np $np: $out"
+# The runs above use the default reduction (auto: shm on one host). The blocking MPI_Allreduce
+# and the overlapped one (MPI_Iallreduce per gradient slice) give the same model too.
+for mode in blocking overlap; do
+  for np in 2 3; do
+    dir="ck_${mode}_$np"
+    run_np "$np" "$NNMPI_BIN" cls.ini --set train.allreduce=$mode --set checkpoint.dir="$dir" > "$dir.log" 2>&1 \
+      || { fail "$mode -np $np exited non-zero"; cat "$dir.log"; continue; }
+    grep -q "gradient sum: $mode" "$dir.log" || fail "$mode -np $np: the header names another reduction"
+    out=$("$NNMPI_CKPT_DIFF" "$(ckpt_at ck_cls_true_1 3)" "$(ckpt_at "$dir" 3)" 1e-5) \
+      && pass "allreduce = $mode, -np $np vs -np 1: $out" || fail "$mode -np $np: $out"
+  done
 done
 
-# The node-shared reduction (allreduce = shm: every rank sums and updates one slice of a copy
-# shared by the node's ranks) gives the same model at every rank count: with momentum, and with
-# Adam and clipping tight enough to act on every step (its norm is summed over the slices).
+# The node-shared reduction (allreduce = shm, what auto picks here: every rank sums and updates
+# one slice of a copy shared by the node's ranks) against blocking runs, at every rank count:
+# with momentum, and with Adam and clipping tight enough to act on every step (its norm is
+# summed over the slices).
 adam=(--set train.optimizer=adam --set train.learning_rate=0.01 --set train.clip_norm=0.05)
-run_np 1 "$NNMPI_BIN" cls.ini "${adam[@]}" --set checkpoint.dir=ck_adam_1 > adam_1.log 2>&1 \
+run_np 1 "$NNMPI_BIN" cls.ini "${adam[@]}" --set train.allreduce=blocking --set checkpoint.dir=ck_adam_1 > adam_1.log 2>&1 \
   || { fail "adam -np 1 exited non-zero"; cat adam_1.log; }
 for np in 1 2 3 4; do
   for kind in momentum adam; do
-    dir="ck_shm_${kind}_$np" ref=ck_cls_true_1 extra=()
+    dir="ck_shm_${kind}_$np" ref=ck_blocking_2 extra=()
     [ "$kind" = adam ] && ref=ck_adam_1 extra=("${adam[@]}")
     run_np "$np" "$NNMPI_BIN" cls.ini "${extra[@]}" --set train.allreduce=shm --set checkpoint.dir="$dir" > "$dir.log" 2>&1 \
       || { fail "shm $kind -np $np exited non-zero"; cat "$dir.log"; continue; }
     out=$("$NNMPI_CKPT_DIFF" "$(ckpt_at "$ref" 3)" "$(ckpt_at "$dir" 3)" 1e-5) \
-      && pass "allreduce = shm, $kind, -np $np vs blocking -np 1: $out" || fail "shm $kind -np $np: $out"
+      && pass "allreduce = shm, $kind, -np $np vs blocking: $out" || fail "shm $kind -np $np: $out"
   done
 done
-"$NNMPI_CKPT_DIFF" "$(ckpt_at ck_cls_true_1 3)" "$(ckpt_at ck_adam_1 3)" 1e-3 > /dev/null \
+"$NNMPI_CKPT_DIFF" "$(ckpt_at ck_blocking_2 3)" "$(ckpt_at ck_adam_1 3)" 1e-3 > /dev/null \
   && fail "adam with clipping gave the same weights as momentum"
 
 # A different seed must give different weights (the comparison above can fail).

@@ -70,8 +70,10 @@ typedef struct nn_shm {
   int live;                 /* set by nn_shm_init, cleared by nn_shm_free */
 } nn_shm;
 
-/* Collective over comm. Fails (NN_ECONFIG) on unequal ranks per node or more than 64 per node. */
-int nn_shm_init(nn_shm *s, MPI_Comm comm, size_t n, size_t extra, int n_state, nn_error *e);
+/* Collective over comm. With unequal ranks per node or more than 64 on one: fails (NN_ECONFIG)
+ * when required, else returns 0 with s->live == 0 (the caller sums some other way). */
+int nn_shm_init(nn_shm *s, MPI_Comm comm, size_t n, size_t extra, int n_state, int required,
+                nn_error *e);
 void nn_shm_free(nn_shm *s);
 /* Steps 2 above. On return this rank's segment holds the global sum in [lo, hi) and in the
  * control slots; *finite and *sumsq are the whole gradient's, the same on every rank. */
