@@ -108,10 +108,9 @@ for np in 1 2; do  # linear regression with a far too large step diverges to Inf
   expect 5 'the gradient holds NaN or Inf' $np good.ini --set data.train=reg.h5 --set model.layers=6,8,2 \
     --set model.output=linear --set model.loss=mse --set train.learning_rate=1000
 done
-# (the default reduction above, auto = shm here: each rank checks its slice and the verdict is
-# shared; blocking: every rank checks the whole reduced gradient)
+# allreduce = shm: each rank checks its slice of the gradient and the verdict is shared
 expect 5 'the gradient holds NaN or Inf' 3 good.ini --set data.train=reg.h5 --set model.layers=6,8,2 \
-  --set model.output=linear --set model.loss=mse --set train.learning_rate=1000 --set train.allreduce=blocking
+  --set model.output=linear --set model.loss=mse --set train.learning_rate=1000 --set train.allreduce=shm
 # Ranks with private copies only: with shm the ranks of a node share one, which a perturbation
 # would change for all of them.
 expect 1 'ranks hold different weights' 2 good.ini --set debug.perturb_rank=1 --set train.allreduce=blocking

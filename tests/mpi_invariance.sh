@@ -58,8 +58,9 @@ for cfg in cls reg; do
     && fail "$cfg: shuffle on and off gave the same weights"
 done
 
-# The runs above use the default reduction (auto: shm on one host). The blocking MPI_Allreduce
-# and the overlapped one (MPI_Iallreduce per gradient slice) give the same model too.
+# The runs above use the default reduction (auto: blocking for a gradient this small). Named
+# explicitly, blocking, and the overlapped reduction (MPI_Iallreduce per gradient slice), give
+# the same model too.
 for mode in blocking overlap; do
   for np in 2 3; do
     dir="ck_${mode}_$np"
@@ -71,7 +72,7 @@ for mode in blocking overlap; do
   done
 done
 
-# The node-shared reduction (allreduce = shm, what auto picks here: every rank sums and updates
+# The node-shared reduction (allreduce = shm, what auto picks for large gradients: every rank sums and updates
 # one slice of a copy shared by the node's ranks) against blocking runs, at every rank count:
 # with momentum, and with Adam and clipping tight enough to act on every step (its norm is
 # summed over the slices).

@@ -67,20 +67,20 @@ done
 out=$("$NNMPI_CKPT_DIFF" "$REF" "$(ckpt_at mixed 4)" 1e-5) && pass "resumed at -np 1, 3, 4, 2: $out" \
   || fail "resumed across rank counts: $out"
 
-# ---- 2b. the runs above use the default reduction (auto: shm on one host, where a rank's
-# signal reaches the others through the shared control slots and rank 0 writes the node's
-# shared parameters). allreduce = blocking: stops and resumes at -np 3 (signal on rank 2),
-# bit-identical to the uninterrupted blocking run, and within 1e-5 of the shm run ----
-expect_status 0 "uninterrupted blocking run" 3 --set train.allreduce=blocking --set checkpoint.dir=blk_ref
+# ---- 2b. allreduce = shm (auto picks it for large gradients; the runs above are blocking):
+# stops and resumes at -np 3, the signal on rank 2 reaching the others through the shared
+# control slots and rank 0 writing the node's shared parameters: bit-identical to the
+# uninterrupted shm run, and within 1e-5 of the blocking one ----
+expect_status 0 "uninterrupted shm run" 3 --set train.allreduce=shm --set checkpoint.dir=shm_ref
 for s in 70 250; do
-  expect_status 75 "blocking stop at step $s" 3 --set train.allreduce=blocking --set checkpoint.dir=blk --resume auto \
+  expect_status 75 "shm stop at step $s" 3 --set train.allreduce=shm --set checkpoint.dir=shm --resume auto \
     --set debug.signal_at_step=$s --set debug.signal_rank=2
 done
-expect_status 0 "blocking final resume" 3 --set train.allreduce=blocking --set checkpoint.dir=blk --resume auto
-out=$("$NNMPI_CKPT_DIFF" "$(ckpt_at blk_ref 4)" "$(ckpt_at blk 4)" 0) && pass "blocking: 2 stops at -np 3: bit-identical ($out)" \
-  || fail "blocking resumed run differs: $out"
-out=$("$NNMPI_CKPT_DIFF" "$REF" "$(ckpt_at blk 4)" 1e-5) && pass "blocking -np 3 vs shm -np 2: $out" \
-  || fail "blocking against shm: $out"
+expect_status 0 "shm final resume" 3 --set train.allreduce=shm --set checkpoint.dir=shm --resume auto
+out=$("$NNMPI_CKPT_DIFF" "$(ckpt_at shm_ref 4)" "$(ckpt_at shm 4)" 0) && pass "shm: 2 stops at -np 3: bit-identical ($out)" \
+  || fail "shm resumed run differs: $out"
+out=$("$NNMPI_CKPT_DIFF" "$REF" "$(ckpt_at shm 4)" 1e-5) && pass "shm -np 3 vs blocking -np 2: $out" \
+  || fail "shm against blocking: $out"
 
 # ---- 3. a real SIGTERM to one rank (not to mpirun): every rank stops at the same step ----
 "$NNMPI_MPIEXEC" $NNMPI_NP_FLAG 3 ${NNMPI_PREFLAGS:-} "$NNMPI_BIN" run.ini --set checkpoint.dir=sig \
