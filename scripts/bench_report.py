@@ -133,6 +133,7 @@ def summarize(rows, batch):
         "time_other_per_step_s": max(0.0, train_time - comp - comm - io) / steps,
         "comm_fraction": comm / train_time if train_time > 0 else None,
         "final_train_loss": rows[-1].get("train_loss"),
+        "allreduce": rows[-1].get("allreduce"),
     }
 
 
@@ -269,8 +270,8 @@ def main():
         print("  %-28s threads %d  best %6.1f  median %6.1f GFLOP/s" % (c["name"], c["threads"], c["gflops_best"], c["gflops_median"]))
     print("loadavg start %s end %s; CPU busy during runs %.2f-%.2f of %d cores' time" % (
         a.load_start, a.load_end, min(busy) if busy else 0, max(busy) if busy else 0, nproc))
-    hdr = "%-18s %3s %6s %9s %9s %8s %7s %8s %7s %10s %10s %6s %6s" % (
-        "case", "np", "batch", "samples/s", "(median)", "GFLOP/s", "eff_vs", "par_eff", "speedup",
+    hdr = "%-18s %3s %-8s %6s %9s %9s %8s %7s %8s %7s %10s %10s %6s %6s" % (
+        "case", "np", "sum", "batch", "samples/s", "(median)", "GFLOP/s", "eff_vs", "par_eff", "speedup",
         "comp/step", "comm/step", "busy", "stolen")
     print(hdr)
     print("-" * len(hdr))
@@ -278,8 +279,8 @@ def main():
         if not r.get("samples_per_s"):
             print("%-18s %3d %6d  failed: exit %d (see %s)" % (r["name"], r["np"], r["global_batch"], r["exit_status"], r["stdout_file"]))
             continue
-        print("%-18s %3d %6d %9.0f %9.0f %8.1f %6.1f%% %8s %7s %9.2fms %9.2fms %6.2f %6.3f%s" % (
-            r["name"], r["np"], r["global_batch"], r["samples_per_s"], r["samples_per_s_median"], r["gflops"],
+        print("%-18s %3d %-8s %6d %9.0f %9.0f %8.1f %6.1f%% %8s %7s %9.2fms %9.2fms %6.2f %6.3f%s" % (
+            r["name"], r["np"], r.get("allreduce") or "-", r["global_batch"], r["samples_per_s"], r["samples_per_s_median"], r["gflops"],
             100 * r["eff_vs_sgemm"], "%.1f%%" % (100 * r["par_eff"]) if "par_eff" in r and r["np"] > 1 else "-",
             "%.2fx" % r["speedup"] if "speedup" in r and r["np"] > 1 else "-",
             1e3 * r["time_compute_per_step_s"], 1e3 * r["time_comm_per_step_s"],
@@ -309,7 +310,8 @@ def main():
         print("  -> the figures of those runs are lower bounds (see busy column: ~np/%d when idle)" % nproc)
     print("eff_vs: achieved GFLOP/s / sgemm ceiling (1-thread for np 1, %d-thread for np > 1); "
           "FLOP/sample = 6W - 2W1; epoch 1 excluded when several. Each row is the fastest of %d "
-          "repetition(s); stolen = CPU time the hypervisor gave to other VMs." % (nproc, max(len(r["repetitions"]) for r in runs)))
+          "repetition(s); stolen = CPU time the hypervisor gave to other VMs; sum = the gradient "
+          "reduction in use ([train] allreduce)." % (nproc, max(len(r["repetitions"]) for r in runs)))
 
     # --- the plot ---
     try:
