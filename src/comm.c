@@ -1,4 +1,5 @@
-/* Collectives: error agreement, gradient sums, replica checks, config sharing. */
+/* Collectives: error agreement, gradient sums (one allreduce, overlapped slices, or node-shared
+ * memory), replica checks, config sharing. */
 #include "nnmpi/comm.h"
 
 #include "nnmpi/optim.h"
