@@ -146,6 +146,8 @@ static void node_sync(nn_shm *s) {
   MPI_Win_sync(s->win_state);
 }
 
+int nn_shm_fake_node_ranks = 0;
+
 int nn_shm_init(nn_shm *s, MPI_Comm comm, size_t n, size_t extra, int n_state, int required,
                 nn_error *e) {
   memset(s, 0, sizeof *s);
@@ -156,7 +158,10 @@ int nn_shm_init(nn_shm *s, MPI_Comm comm, size_t n, size_t extra, int n_state, i
   s->extra = extra;
   int rank, sizes[2];
   MPI_Comm_rank(comm, &rank);
-  MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, rank, MPI_INFO_NULL, &s->node);
+  if (nn_shm_fake_node_ranks > 0) /* test hook: consecutive ranks, all on this host */
+    MPI_Comm_split(comm, rank / nn_shm_fake_node_ranks, rank, &s->node);
+  else
+    MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, rank, MPI_INFO_NULL, &s->node);
   MPI_Comm_rank(s->node, &s->node_rank);
   MPI_Comm_size(s->node, &s->node_size);
   MPI_Comm_split(comm, s->node_rank, rank, &s->cross); /* world rank 0 is cross rank 0 */

@@ -103,6 +103,8 @@ static const key keys[] = {
     {"debug", "signal_rank", K_INT, F(signal_rank), 0, "0", 0, 1 << 30, 0, "a rank number", NULL, NULL},
     {"debug", "file_size_limit", K_INT, F(file_size_limit), 0, "0", 0, 1e15, 0,
      "a non-negative number of bytes", NULL, NULL},
+    {"debug", "shm_node_ranks", K_INT, F(shm_node_ranks), 0, "0", 0, 1 << 30, 0,
+     "a non-negative integer", NULL, NULL},
 };
 enum { N_KEYS = sizeof keys / sizeof keys[0] };
 static const char *const sections[] = {"model", "data", "train", "checkpoint", "log", "debug"};

@@ -385,6 +385,7 @@ static int setup(trainer *T, nn_error *e) {
   T->mode = cfg->allreduce != NN_ALLREDUCE_AUTO ? (nn_allreduce_mode)cfg->allreduce
           : T->use_shm ? NN_ALLREDUCE_SHM : NN_ALLREDUCE_BLOCKING;
   if (T->use_shm) {
+    nn_shm_fake_node_ranks = (int)cfg->shm_node_ranks;
     if (nn_shm_init(&T->shm, T->comm, T->model.lay.n_params, NN_CONTROL, T->n_state,
                     cfg->allreduce == NN_ALLREDUCE_SHM, e))
       return e->code;

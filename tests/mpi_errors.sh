@@ -111,6 +111,13 @@ done
 # allreduce = shm: each rank checks its slice of the gradient and the verdict is shared
 expect 5 'the gradient holds NaN or Inf' 3 good.ini --set data.train=reg.h5 --set model.layers=6,8,2 \
   --set model.output=linear --set model.loss=mse --set train.learning_rate=1000 --set train.allreduce=shm
+# ... and across (test-hook) nodes of 2 ranks, where the verdicts also cross nodes
+expect 5 'the gradient holds NaN or Inf' 4 good.ini --set data.train=reg.h5 --set model.layers=6,8,2 \
+  --set model.output=linear --set model.loss=mse --set train.learning_rate=1000 --set train.allreduce=shm \
+  --set debug.shm_node_ranks=2
+# shm needs the same number of ranks on every node: 4 ranks as nodes of 3 and 1 is a config error
+expect 2 'allreduce = shm needs the same number of ranks on every node' 4 good.ini --set train.allreduce=shm \
+  --set debug.shm_node_ranks=3
 # Ranks with private copies only: with shm the ranks of a node share one, which a perturbation
 # would change for all of them.
 expect 1 'ranks hold different weights' 2 good.ini --set debug.perturb_rank=1 --set train.allreduce=blocking

@@ -92,6 +92,21 @@ done
 "$NNMPI_CKPT_DIFF" "$(ckpt_at ck_blocking_2 3)" "$(ckpt_at ck_adam_1 3)" 1e-3 > /dev/null \
   && fail "adam with clipping gave the same weights as momentum"
 
+# shm across nodes, on one host: [debug] shm_node_ranks groups consecutive ranks as "nodes", so
+# each slice is also summed across them with MPI_Allreduce (4 ranks as 2 nodes of 2, 3 as 3 of 1).
+for layout in "4 2" "3 1"; do
+  read -r np per <<< "$layout"
+  for kind in momentum adam; do
+    dir="ck_nodes_${kind}_${np}_$per" ref=ck_blocking_2 extra=()
+    [ "$kind" = adam ] && ref=ck_adam_1 extra=("${adam[@]}")
+    run_np "$np" "$NNMPI_BIN" cls.ini "${extra[@]}" --set train.allreduce=shm --set debug.shm_node_ranks="$per" \
+      --set checkpoint.dir="$dir" > "$dir.log" 2>&1 || { fail "shm $np ranks as nodes of $per exited non-zero"; cat "$dir.log"; continue; }
+    grep -q "summed across nodes" "$dir.log" || fail "shm $np ranks as nodes of $per: not summed across nodes"
+    out=$("$NNMPI_CKPT_DIFF" "$(ckpt_at "$ref" 3)" "$(ckpt_at "$dir" 3)" 1e-5) \
+      && pass "allreduce = shm, $kind, $np ranks as nodes of $per vs blocking: $out" || fail "shm nodes $kind $np/$per: $out"
+  done
+done
+
 # A different seed must give different weights (the comparison above can fail).
 run_np 2 "$NNMPI_BIN" cls.ini --set model.seed=6 --set checkpoint.dir=ck_seed6 > seed6.log 2>&1 || fail "seed 6 run"
 "$NNMPI_CKPT_DIFF" "$(ckpt_at ck_cls_true_1 3)" "$(ckpt_at ck_seed6 3)" 1e-5 > /dev/null \

@@ -81,6 +81,15 @@ out=$("$NNMPI_CKPT_DIFF" "$(ckpt_at shm_ref 4)" "$(ckpt_at shm 4)" 0) && pass "s
   || fail "shm resumed run differs: $out"
 out=$("$NNMPI_CKPT_DIFF" "$REF" "$(ckpt_at shm 4)" 1e-5) && pass "shm -np 3 vs blocking -np 2: $out" \
   || fail "shm against blocking: $out"
+# across (test-hook) nodes: 4 ranks as 2 nodes of 2, the signal on the second node's rank 3
+nodes=(--set train.allreduce=shm --set debug.shm_node_ranks=2)
+expect_status 0 "uninterrupted shm run, 2 nodes" 4 "${nodes[@]}" --set checkpoint.dir=nodes_ref
+expect_status 75 "shm stop at step 190, 2 nodes" 4 "${nodes[@]}" --set checkpoint.dir=nodes --resume auto \
+  --set debug.signal_at_step=190 --set debug.signal_rank=3
+expect_status 0 "shm final resume, 2 nodes" 4 "${nodes[@]}" --set checkpoint.dir=nodes --resume auto
+out=$("$NNMPI_CKPT_DIFF" "$(ckpt_at nodes_ref 4)" "$(ckpt_at nodes 4)" 0) \
+  && pass "shm, 2 nodes of 2: stopped from the second node and resumed, bit-identical ($out)" \
+  || fail "shm across nodes, resumed: $out"
 
 # ---- 3. a real SIGTERM to one rank (not to mpirun): every rank stops at the same step ----
 "$NNMPI_MPIEXEC" $NNMPI_NP_FLAG 3 ${NNMPI_PREFLAGS:-} "$NNMPI_BIN" run.ini --set checkpoint.dir=sig \

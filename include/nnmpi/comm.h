@@ -74,6 +74,10 @@ typedef struct nn_shm {
  * when required, else returns 0 with s->live == 0 (the caller sums some other way). */
 int nn_shm_init(nn_shm *s, MPI_Comm comm, size_t n, size_t extra, int n_state, int required,
                 nn_error *e);
+/* Test hook, set before nn_shm_init: group every this many consecutive ranks as one "node"
+ * (they still share memory only if they are on one host), so that one host can exercise the
+ * cross-node path. 0: the real nodes. */
+extern int nn_shm_fake_node_ranks;
 void nn_shm_free(nn_shm *s);
 /* Steps 2 above. On return this rank's segment holds the global sum in [lo, hi) and in the
  * control slots; *finite and *sumsq are the whole gradient's, the same on every rank. */

@@ -85,6 +85,8 @@ typedef struct nn_config {
   long signal_at_step;               /* test hook: raise SIGUSR1 at this step; 0 = off */
   long signal_rank;                  /* ... on this rank */
   long file_size_limit;              /* test hook: RLIMIT_FSIZE in bytes once MPI is up; 0 = off */
+  long shm_node_ranks;               /* test hook: allreduce = shm treats every this many
+                                        consecutive ranks as a node (0 = the real nodes) */
 
   /* provenance, for messages */
   char path[NN_PATH_MAX];
