@@ -72,8 +72,7 @@ typedef struct trainer {
   nn_grad_sync sync;               /* overlapped reduction state ([train] allreduce = overlap) */
   nn_shm shm;                      /* node-shared parameters ([train] allreduce = shm): params,
                                       state and grad then point into its windows */
-  int use_shm;
-  nn_allreduce_mode mode;          /* the reduction in use (auto resolved) */
+  nn_allreduce_mode mode;          /* the reduction in use (auto resolved); set in setup */
   nn_grad_hook hook;
   nn_schedule schedule;
   double lr;                       /* learning rate of the latest step */
@@ -168,7 +167,7 @@ static void print_header(const trainer *T) {
   if (s->val_rows)
     printf("validation: %zu rows held out (the last %.3g of every partition), never trained on\n",
            s->val_rows, T->cfg->validation_fraction);
-  if (T->use_shm)
+  if (T->mode == NN_ALLREDUCE_SHM)
     printf("gradient sum: shm: %d rank%s per node share one copy of the parameters and optimizer "
            "state, and each sums and updates 1/%d of it%s\n", T->shm.node_size, T->shm.node_size > 1 ? "s" : "",
            T->shm.node_size, T->shm.nodes > 1 ? "; the slices are summed across nodes with MPI_Allreduce" : "");
@@ -276,13 +275,14 @@ static int find_start(trainer *T, nn_error *e) {
   return 0;
 }
 
-/* Everything that can fail before the first step, each failure agreed by all ranks. */
+/* Peak resident memory of this process so far, in MiB. */
 static double peak_rss_mib(void) {
   struct rusage ru;
   getrusage(RUSAGE_SELF, &ru);
   return (double)ru.ru_maxrss / 1024.0; /* ru_maxrss is in KiB */
 }
 
+/* Everything that can fail before the first step, each failure agreed by all ranks. */
 static int setup(trainer *T, nn_error *e) {
   const nn_config *cfg = T->cfg;
   nn_data_info info;
@@ -348,16 +348,6 @@ static int setup(trainer *T, nn_error *e) {
   if (nn_layout_init(&lay, cfg->sizes, cfg->n_sizes, e) == 0 &&
       nn_model_init(&T->model, &lay, cfg->activation, cfg->output, cfg->loss, (float)cfg->dropout,
                     B > EVAL_ROWS ? B : EVAL_ROWS, e) == 0) {
-    size_t bytes = lay.n_params * sizeof(float);
-    /* auto: shm for gradients of 16 MiB and more. Measured here (README, Performance): +11% on
-     * the 100 MB model; on a 0.9 MB one, blocking was as fast or faster (its single allreduce
-     * against shm's three barriers a step, with each rank's copy in its own cache) */
-    T->use_shm = cfg->allreduce == NN_ALLREDUCE_SHM ||
-                 (cfg->allreduce == NN_ALLREDUCE_AUTO && bytes >= NN_SHM_AUTO_BYTES);
-    if (!T->use_shm) {
-      T->params = malloc(bytes);
-      T->grad = malloc(bytes + NN_CONTROL * sizeof(float));
-    }
     T->optim = (nn_optim_params){.kind = cfg->optimizer, .momentum = (float)cfg->momentum,
                                  .beta1 = (float)cfg->beta1, .beta2 = (float)cfg->beta2,
                                  .eps = (float)cfg->eps, .weight_decay = (float)cfg->weight_decay};
@@ -369,40 +359,43 @@ static int setup(trainer *T, nn_error *e) {
         .base_lr = cfg->learning_rate * (cfg->scale_lr_with_batch ? (double)cfg->batch_size / (double)cfg->base_batch : 1.0),
         .warmup_steps = cfg->warmup_epochs * steps, .total_steps = (double)cfg->epochs * steps,
         .step_every = cfg->lr_step_epochs * steps, .gamma = cfg->lr_gamma, .min_lr = cfg->min_lr};
-    for (int i = 0; i < T->n_state && !T->use_shm; i++)
-      if (!(T->state[i] = calloc(lay.n_params, sizeof(float)))) nn_fail(e, NN_ENOMEM, "out of memory");
     T->order = malloc((T->shard.row_end - T->shard.row_begin) * sizeof(size_t));
     T->rows = malloc(B * sizeof(size_t));
     T->row_ids = malloc(B * sizeof(size_t));
     T->chunk_scratch = malloc((nn_shard_max_chunks(&T->shard) + 1) * sizeof(size_t));
     T->batch_labels = malloc(B * sizeof(int32_t));
     T->batch_targets = malloc(B * n_out * sizeof(float));
-    if ((!T->use_shm && (!T->params || !T->grad)) || !T->order || !T->rows || !T->row_ids || !T->chunk_scratch ||
-        !T->batch_labels || !T->batch_targets)
-      nn_fail(e, NN_ENOMEM, "cannot allocate the model's buffers (%zu parameters)", lay.n_params);
+    if (!T->order || !T->rows || !T->row_ids || !T->chunk_scratch || !T->batch_labels || !T->batch_targets)
+      nn_fail(e, NN_ENOMEM, "cannot allocate the batch buffers (%zu rows)", B);
   }
   if (nn_comm_agree(e, T->comm)) return e->code;
+
+  /* Parameters, gradient and optimizer state: node-shared (shm) or this rank's own. auto picks
+   * shm for gradients of 16 MiB and more. Measured here (README, Performance): +11% on the 100 MB
+   * model; on a 0.9 MB one, blocking was as fast or faster (its single allreduce against shm's
+   * three barriers a step, with each rank's copy in its own cache). */
+  size_t n = T->model.lay.n_params;
   T->mode = cfg->allreduce != NN_ALLREDUCE_AUTO ? (nn_allreduce_mode)cfg->allreduce
-          : T->use_shm ? NN_ALLREDUCE_SHM : NN_ALLREDUCE_BLOCKING;
-  if (T->use_shm) {
+          : n * sizeof(float) >= NN_SHM_AUTO_BYTES ? NN_ALLREDUCE_SHM : NN_ALLREDUCE_BLOCKING;
+  if (T->mode == NN_ALLREDUCE_SHM) {
     nn_shm_fake_node_ranks = (int)cfg->shm_node_ranks;
-    if (nn_shm_init(&T->shm, T->comm, T->model.lay.n_params, NN_CONTROL, T->n_state,
-                    cfg->allreduce == NN_ALLREDUCE_SHM, e))
+    if (nn_shm_init(&T->shm, T->comm, n, NN_CONTROL, T->n_state, cfg->allreduce == NN_ALLREDUCE_SHM, e))
       return e->code;
-    T->use_shm = T->shm.live; /* auto: not possible here, so blocking */
-    if (!T->use_shm) {
-      T->mode = NN_ALLREDUCE_BLOCKING;
-      T->params = malloc(T->model.lay.n_params * sizeof(float));
-      T->grad = malloc((T->model.lay.n_params + NN_CONTROL) * sizeof(float));
-      for (int i = 0; i < T->n_state; i++) T->state[i] = calloc(T->model.lay.n_params, sizeof(float));
-      int ok = T->params && T->grad && (T->n_state < 1 || T->state[0]) && (T->n_state < 2 || T->state[1]);
-      if (!ok) nn_fail(e, NN_ENOMEM, "cannot allocate the model's buffers (%zu parameters)", T->model.lay.n_params);
-      if (nn_comm_agree(e, T->comm)) return e->code;
-    } else {
+    if (T->shm.live) {
       T->params = T->shm.params;
       T->grad = T->shm.grad;
       for (int i = 0; i < T->n_state; i++) T->state[i] = T->shm.state[i];
+    } else { /* auto, and the nodes run different numbers of ranks */
+      T->mode = NN_ALLREDUCE_BLOCKING;
     }
+  }
+  if (T->mode != NN_ALLREDUCE_SHM) {
+    T->params = malloc(n * sizeof(float));
+    T->grad = malloc((n + NN_CONTROL) * sizeof(float));
+    int ok = T->params && T->grad;
+    for (int i = 0; i < T->n_state; i++) ok &= (T->state[i] = calloc(n, sizeof(float))) != NULL;
+    if (!ok) nn_fail(e, NN_ENOMEM, "cannot allocate the model's buffers (%zu parameters)", n);
+    if (nn_comm_agree(e, T->comm)) return e->code;
   }
   T->sync = (nn_grad_sync){.comm = T->comm, .grad = T->grad, .n_params = T->model.lay.n_params,
                            .extra = NN_CONTROL};
@@ -417,7 +410,7 @@ static int setup(trainer *T, nn_error *e) {
   if (nn_comm_agree(e, T->comm)) return e->code;
   for (int i = -1; i < T->n_state; i++) { /* the parameters, then each optimizer buffer */
     float *buf = i < 0 ? T->params : T->state[i];
-    if (T->use_shm ? nn_shm_bcast(&T->shm, buf, T->model.lay.n_params, e)
+    if (T->mode == NN_ALLREDUCE_SHM ? nn_shm_bcast(&T->shm, buf, T->model.lay.n_params, e)
                    : nn_comm_bcast_floats(buf, T->model.lay.n_params, 0, T->comm, e))
       return nn_comm_agree(e, T->comm);
   }
@@ -437,9 +430,9 @@ static void teardown(trainer *T) {
   nn_data_free(&T->train);
   nn_data_free(&T->test);
   nn_model_free(&T->model);
-  if (T->use_shm) {
+  if (T->mode == NN_ALLREDUCE_SHM) {
     nn_shm_free(&T->shm);
-  } else { /* (also after an auto that fell back: the shm object is not live then) */
+  } else { /* blocking or overlap, also after an auto that fell back (shm then freed itself) */
     free(T->params);
     free(T->grad);
     for (int i = 0; i < T->n_state; i++) free(T->state[i]);
@@ -483,7 +476,7 @@ static int train_step(trainer *T, size_t k, long step, double *sums, nn_error *e
   size_t B = T->shard.local_batch, n = m->lay.n_params;
   int32_t *labels = T->train.info.classification ? T->batch_labels : NULL;
   float *targets = T->train.info.classification ? NULL : T->batch_targets;
-  int overlap = T->mode == NN_ALLREDUCE_OVERLAP;
+  int overlap = T->mode == NN_ALLREDUCE_OVERLAP, shm = T->mode == NN_ALLREDUCE_SHM;
 
   double t0 = now();
   int gathered = gather_batch(T, k) == 0;
@@ -510,7 +503,7 @@ static int train_step(trainer *T, size_t k, long step, double *sums, nn_error *e
   double t2 = now();
   int finite = 1;
   double sumsq = 0.0;
-  if (T->use_shm) { /* sums, and checks, this rank's slice only; the decisions are shared */
+  if (shm) { /* sums, and checks, this rank's slice only; the decisions are shared */
     if (nn_shm_reduce(&T->shm, &finite, cfg->clip_norm > 0 ? &sumsq : NULL, e)) return e->code;
   } else if (overlap ? nn_grad_sync_wait(&T->sync, e)
                      : nn_comm_allreduce_sum(T->grad, n + NN_CONTROL, T->comm, e)) {
@@ -524,21 +517,21 @@ static int train_step(trainer *T, size_t k, long step, double *sums, nn_error *e
   /* Every rank holds the same reduced gradient (with shm: its slice of it, and the verdicts on
    * the whole), so every rank takes the same decision here. It updates [lo, hi): all of the
    * parameters, or with shm its slice of the node's shared copy. */
-  size_t lo = T->use_shm ? T->shm.lo : 0, hi = T->use_shm ? T->shm.hi : n;
-  if (!T->use_shm) finite = nn_all_finite(T->grad, n);
+  size_t lo = shm ? T->shm.lo : 0, hi = shm ? T->shm.hi : n;
+  if (!shm) finite = nn_all_finite(T->grad, n);
   if (!finite)
     return nn_fail(e, NN_ENUMERIC, "step %ld: the gradient holds NaN or Inf (learning rate too "
                    "high, or bad input values?); stopped, earlier checkpoints are kept", step);
   float scale = 1.0f / (float)cfg->batch_size; /* summed gradient -> mean */
   if (cfg->clip_norm > 0) { /* the same reduced gradient everywhere: the same factor everywhere */
-    if (!T->use_shm) sumsq = nn_sumsq(T->grad, n);
+    if (!shm) sumsq = nn_sumsq(T->grad, n);
     nn_scale(T->grad + lo, hi - lo, nn_clip_factor(sumsq, scale, (float)cfg->clip_norm));
   }
   T->lr = nn_schedule_lr(&T->schedule, step - 1);
   T->optim.lr = (float)T->lr;
   nn_optim_step(T->params + lo, T->state[0] ? T->state[0] + lo : NULL, T->state[1] ? T->state[1] + lo : NULL,
                 T->grad + lo, hi - lo, &T->optim, step, scale);
-  if (T->use_shm) nn_shm_fence(&T->shm); /* the node's parameters are whole again */
+  if (shm) nn_shm_fence(&T->shm); /* the node's parameters are whole again */
   double t4 = now();
   T->t.io += t1 - t0;
   T->t.compute += (t2 - t1) + (t4 - t3);
@@ -720,8 +713,9 @@ static int final_report(trainer *T, nn_error *e) {
 
 /* Peak resident memory against what the buffers account for: the shard (or the stream's
  * chunks), the test shard, parameters + gradient + optimizer state, activations (with deltas
- * and dropout masks), and on rank 0 the checkpoint image and its copy. The runtime's own memory (MPI, HDF5, OpenBLAS, the program
- * itself), measured as the peak when setup began, is reported apart. Rank 0's figures are shown:
+ * and dropout masks), and on rank 0 the checkpoint image and its copy. The runtime's own
+ * memory (MPI, HDF5, OpenBLAS, the program itself), measured as the peak when setup began, is
+ * reported apart. Rank 0's figures are shown:
  * it holds the checkpoint image, so it is the largest rank unless its shard is much smaller. */
 static void report_memory(const trainer *T) {
   double peak = peak_rss_mib(), most = peak, least = peak;
@@ -739,7 +733,7 @@ static void report_memory(const trainer *T) {
    * per node (rank 0 reads all of the state to write checkpoints), and each rank also reads
    * its slice of every other rank's gradient */
   double copies = 2.0 + T->n_state;
-  if (T->use_shm) copies += (double)(T->shm.node_size - 1) / (double)T->shm.node_size;
+  if (T->mode == NN_ALLREDUCE_SHM) copies += (double)(T->shm.node_size - 1) / (double)T->shm.node_size;
   double params = (double)lay->n_params * sizeof(float) * copies / MiB;
   double acts = (double)T->model.buffer_bytes / MiB;
   double ckpt = 2.0 * (double)nn_ckpt_image_estimate(lay, T->n_state) / MiB;
