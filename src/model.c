@@ -161,17 +161,23 @@ void nn_activate_backward(float *delta, const float *a, nn_act act, size_t count
   }
 }
 
-void nn_dropout_forward(float *a, float *mask, float p, uint64_t key, const size_t *rows, size_t B, int n) {
+void nn_dropout_forward_cols(float *a, float *mask, size_t ld, float p, uint64_t key, const size_t *rows,
+                             size_t B, int j0, int j1) {
   float keep = 1.0f / (1.0f - p);
   for (size_t i = 0; i < B; i++) {
     nn_rng r;
     nn_rng_init(&r, nn_rng_key(key, rows[i], 0));
-    for (int j = 0; j < n; j++) {
-      size_t at = i * (size_t)n + (size_t)j;
+    nn_rng_skip(&r, (uint64_t)j0); /* unit j always takes draw j of its row's stream */
+    for (int j = j0; j < j1; j++) {
+      size_t at = i * ld + (size_t)j;
       mask[at] = nn_rng_uniform(&r) < p ? 0.0f : keep;
       a[at] *= mask[at];
     }
   }
+}
+
+void nn_dropout_forward(float *a, float *mask, float p, uint64_t key, const size_t *rows, size_t B, int n) {
+  nn_dropout_forward_cols(a, mask, (size_t)n, p, key, rows, B, 0, n);
 }
 
 void nn_dropout_backward(float *delta, const float *a, const float *mask, nn_act act, size_t count) {
@@ -321,6 +327,137 @@ void nn_model_zero_slices(const nn_layout *lay, const nn_grad_hook *hook) {
       slice(lay, l, b, blocks, &j0, &j1, &from, &to);
       hook->ready(hook->ctx, from, to - from);
     }
+  }
+}
+
+/* ---- the node-sliced step ---------------------------------------------------------------- */
+
+void nn_part(int n, int q, int S, int *j0, int *j1) {
+  *j0 = (int)((long long)n * q / S);
+  *j1 = (int)((long long)n * (q + 1) / S);
+}
+
+static size_t width_sum(const nn_layout *lay, int hidden_only) {
+  size_t w = 0;
+  for (int l = hidden_only; l <= lay->L - hidden_only; l++) w += (size_t)lay->n[l];
+  return w;
+}
+
+static size_t width_max(const nn_layout *lay) {
+  size_t w = 0;
+  for (int l = 0; l <= lay->L; l++) w = (size_t)lay->n[l] > w ? (size_t)lay->n[l] : w;
+  return w;
+}
+
+size_t nn_node_step_row_bytes(const nn_model *m) {
+  return (width_sum(&m->lay, 0) + 2 * width_max(&m->lay)) * sizeof(float) + sizeof(size_t);
+}
+
+size_t nn_node_step_mask_bytes(const nn_model *m) {
+  return m->dropout > 0 && m->lay.L > 1 ? width_sum(&m->lay, 1) * sizeof(float) : 0;
+}
+
+static char *carve(char **at, size_t bytes) {
+  char *p = *at;
+  *at += (bytes + 63) / 64 * 64;
+  return p;
+}
+
+void nn_node_step_bind(nn_node_step *s, const nn_model *m, void *shared, float *masks) {
+  const nn_layout *lay = &m->lay;
+  char *at = (char *)(((uintptr_t)shared + 63) / 64 * 64);
+  size_t R = s->rows;
+  for (int l = 0; l <= lay->L; l++) s->a[l] = (float *)carve(&at, R * (size_t)lay->n[l] * sizeof(float));
+  for (int k = 0; k < 2; k++) s->delta[k] = (float *)carve(&at, R * width_max(lay) * sizeof(float));
+  s->row_ids = (size_t *)carve(&at, R * sizeof(size_t));
+  memset(s->mask, 0, sizeof s->mask);
+  for (int l = 1; masks && l < lay->L; l++) {
+    s->mask[l] = masks;
+    masks += R * (size_t)lay->n[l];
+  }
+}
+
+static int dropout_on(const nn_model *m) { return m->dropout > 0 && m->dropout_rows; }
+
+void nn_node_forward_layer(const nn_model *m, const nn_node_step *s, const float *params, int l) {
+  const nn_layout *lay = &m->lay;
+  int n_in = lay->n[l - 1], n_out = lay->n[l], j0, j1, hidden = l < lay->L;
+  nn_part(n_out, s->part, s->parts, &j0, &j1);
+  if (j1 == j0 || s->rows == 0) return;
+  const float *W = params + lay->W_off[l], *b = params + lay->b_off[l];
+  float *z = s->a[l];
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)s->rows, j1 - j0, n_in, 1.0f, s->a[l - 1], n_in,
+              W + (size_t)j0 * (size_t)n_in, n_in, 0.0f, z + j0, n_out);
+  for (size_t i = 0; i < s->rows; i++) { /* bias and activation in one pass over each row's units */
+    float *zi = z + i * (size_t)n_out + j0;
+    for (int j = 0; j < j1 - j0; j++) zi[j] += b[j0 + j];
+    if (hidden) nn_activate(zi, m->hidden, 1, j1 - j0);
+  }
+  if (hidden && dropout_on(m))
+    nn_dropout_forward_cols(z, s->mask[l], (size_t)n_out, m->dropout, m->dropout_key + (uint64_t)l, s->row_ids,
+                            s->rows, j0, j1);
+}
+
+double nn_node_output(const nn_model *m, const nn_node_step *s, const int32_t *labels, const float *targets) {
+  int L = m->lay.L, n = m->lay.n[L];
+  float *a = s->a[L] + s->row0 * (size_t)n;
+  double loss = nn_output_forward(a, m->output, m->loss, labels, targets, s->B, n);
+  nn_output_delta(s->delta[L & 1] + s->row0 * (size_t)n, a, m->output, m->loss, labels, targets, s->B, n);
+  return loss;
+}
+
+void nn_node_backward_layer(const nn_model *m, const nn_node_step *s, const float *params, float *grad,
+                            int l) {
+  const nn_layout *lay = &m->lay;
+  int n_in = lay->n[l - 1], n_out = lay->n[l], j0, j1, k0, k1;
+  size_t R = s->rows;
+  const float *d = s->delta[l & 1], *a_prev = s->a[l - 1], *W = params + lay->W_off[l];
+  nn_part(n_out, s->part, s->parts, &j0, &j1);
+  if (j1 > j0) { /* rows [j0, j1) of dW^l and db^l, summed over the node's R rows */
+    float *dW = grad + lay->W_off[l] + (size_t)j0 * (size_t)n_in, *db = grad + lay->b_off[l] + j0;
+    if (R > 0)
+      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, j1 - j0, n_in, (int)R, 1.0f, d + j0, n_out, a_prev,
+                  n_in, 0.0f, dW, n_in);
+    else
+      memset(dW, 0, (size_t)(j1 - j0) * (size_t)n_in * sizeof(float));
+    memset(db, 0, (size_t)(j1 - j0) * sizeof(float));
+    for (size_t i = 0; i < R; i++) {
+      const float *di = d + i * (size_t)n_out + j0;
+      for (int j = 0; j < j1 - j0; j++) db[j] += di[j];
+    }
+  }
+  nn_part(n_in, s->part, s->parts, &k0, &k1);
+  if (l == 1 || k1 == k0 || R == 0) return;
+  /* columns [k0, k1) of delta^{l-1} = (delta^l W^l) ⊙ sigma'(z^{l-1}): the units of layer l-1
+   * this part computed in the forward pass, so their dropout masks are its own */
+  float *dp = s->delta[(l - 1) & 1];
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)R, k1 - k0, n_out, 1.0f, d, n_out, W + k0, n_in,
+              0.0f, dp + k0, n_in);
+  for (size_t i = 0; i < R; i++) {
+    size_t at = i * (size_t)n_in + (size_t)k0;
+    if (dropout_on(m))
+      nn_dropout_backward(dp + at, a_prev + at, s->mask[l - 1] + at, m->hidden, (size_t)(k1 - k0));
+    else
+      nn_activate_backward(dp + at, a_prev + at, m->hidden, (size_t)(k1 - k0));
+  }
+}
+
+double nn_node_forward(const nn_model *m, const nn_node_step *s, const float *params, const int32_t *labels,
+                       const float *targets) {
+  s->sync(s->ctx); /* every rank's input rows are in */
+  for (int l = 1; l <= m->lay.L; l++) {
+    nn_node_forward_layer(m, s, params, l);
+    s->sync(s->ctx);
+  }
+  double loss = nn_node_output(m, s, labels, targets);
+  s->sync(s->ctx);
+  return loss;
+}
+
+void nn_node_backward(const nn_model *m, const nn_node_step *s, const float *params, float *grad) {
+  for (int l = m->lay.L; l >= 1; l--) {
+    nn_node_backward_layer(m, s, params, grad, l);
+    if (l > 1) s->sync(s->ctx);
   }
 }
 

@@ -22,6 +22,8 @@ uint64_t nn_rng_u64(nn_rng *r) {
   return mix64(r->state);
 }
 
+void nn_rng_skip(nn_rng *r, uint64_t k) { r->state += k * 0x9e3779b97f4a7c15ULL; }
+
 uint64_t nn_rng_below(nn_rng *r, uint64_t n) {
   uint64_t limit = UINT64_MAX - UINT64_MAX % n; /* reject the biased tail */
   uint64_t x;

@@ -283,6 +283,79 @@ static void test_backward_hook(void) {
   nn_model_free(&m);
 }
 
+/* The node-sliced step, its phases run part by part as S ranks would between their syncs,
+ * against nn_model_forward/backward over the same R rows: the same loss, outputs and gradient
+ * (every entry written), with and without dropout, with uneven rows per rank and with layers
+ * narrower than S (empty parts). */
+static void node_step_case(int S, float dropout, nn_act hidden) {
+  enum { R = 11, L = 3 };
+  int sizes[L + 1] = {13, 17, 4, 3};
+  static const size_t rows_of[6][5] = {{0}, {R}, {4, 7}, {5, 0, 6}, {2, 3, 0, 6}, {3, 2, 0, 4, 2}};
+  const size_t *rows_q = rows_of[S];
+  nn_layout lay;
+  nn_model m;
+  nn_error e = {0};
+  nn_layout_init(&lay, sizes, L + 1, &e);
+  CHECK_INT(nn_model_init(&m, &lay, hidden, NN_ACT_SOFTMAX, NN_LOSS_CROSS_ENTROPY, dropout, R, &e), 0);
+  size_t n = lay.n_params, ids[R];
+  int32_t labels[R];
+  nn_rng r;
+  nn_rng_init(&r, 11);
+  float *params = malloc(n * sizeof(float)), *gref = calloc(n, sizeof(float)), *grad = malloc(n * sizeof(float));
+  fill(params, n, &r, 0.5);
+  fill(m.a[0], R * 13, &r, 1);
+  for (int i = 0; i < R; i++) labels[i] = (i * 5) % 3, ids[i] = 100 + 7 * (size_t)i;
+  m.dropout_rows = ids;
+  m.dropout_key = 99;
+  double loss_ref = nn_model_forward(&m, params, R, labels, NULL);
+  nn_model_backward(&m, params, gref, R, labels, NULL, NULL);
+
+  char *shared = malloc(R * nn_node_step_row_bytes(&m) + NN_NODE_STEP_SLACK);
+  float *masks[5];
+  nn_node_step st[5];
+  size_t row0 = 0;
+  for (int q = 0; q < S; q++) {
+    st[q] = (nn_node_step){.part = q, .parts = S, .rows = R, .row0 = row0, .B = rows_q[q]};
+    row0 += rows_q[q];
+    masks[q] = nn_node_step_mask_bytes(&m) ? malloc(R * nn_node_step_mask_bytes(&m)) : NULL;
+    nn_node_step_bind(&st[q], &m, shared, masks[q]);
+  }
+  CHECK_INT(row0, R);
+  memcpy(st[0].a[0], m.a[0], R * 13 * sizeof(float));
+  memcpy(st[0].row_ids, ids, sizeof ids);
+  for (size_t i = 0; i < n; i++) grad[i] = NAN; /* every entry must be written */
+  for (int l = 1; l <= L; l++)
+    for (int q = 0; q < S; q++) nn_node_forward_layer(&m, &st[q], params, l);
+  double loss = 0;
+  for (int q = 0; q < S; q++) loss += nn_node_output(&m, &st[q], labels + st[q].row0, NULL);
+  for (int l = L; l >= 1; l--)
+    for (int q = 0; q < S; q++) nn_node_backward_layer(&m, &st[q], params, grad, l);
+  CHECK_NEAR(loss, loss_ref, 1e-4 * fabs(loss_ref));
+  double worst = 0;
+  for (int i = 0; i < R * 3; i++) worst = fmax(worst, fabs((double)st[0].a[L][i] - m.a[L][i]));
+  CHECK(worst < 1e-5);
+  worst = 0;
+  for (size_t i = 0; i < n; i++) worst = fmax(worst, fabs((double)grad[i] - gref[i]) / (1 + fabs(gref[i])));
+  if (!(worst < 1e-5)) fprintf(stderr, "node step S=%d dropout=%g: gradient differs by %g\n", S, dropout, worst);
+  CHECK(worst < 1e-5); /* also fails on a NaN: an entry nobody wrote */
+  for (int q = 0; q < S; q++) free(masks[q]);
+  free(shared), free(params), free(gref), free(grad);
+  nn_model_free(&m);
+}
+
+static void test_node_step(void) {
+  for (int S = 1; S <= 5; S++) {
+    node_step_case(S, 0.0f, NN_ACT_TANH);
+    node_step_case(S, 0.3f, NN_ACT_RELU);
+  }
+  nn_rng a, b; /* skip-ahead lands where the draws would */
+  nn_rng_init(&a, 5);
+  nn_rng_init(&b, 5);
+  for (int i = 0; i < 37; i++) nn_rng_u64(&a);
+  nn_rng_skip(&b, 37);
+  CHECK(nn_rng_u64(&a) == nn_rng_u64(&b));
+}
+
 static void test_layout(void) {
   nn_layout lay;
   nn_error e = {0};
@@ -305,5 +378,6 @@ int main(void) {
   test_gradients();
   test_dropout_mask();
   test_backward_hook();
+  test_node_step();
   TEST_MAIN_END();
 }

@@ -71,6 +71,59 @@ void nn_model_backward(nn_model *m, const float *params, float *grad, size_t B,
  * compute must still take part in the same reductions). */
 void nn_model_zero_slices(const nn_layout *lay, const nn_grad_hook *hook);
 
+/* ---- the node-sliced step ([train] allreduce = shm) ----------------------------------------
+ * The S ranks of a node put their batches into one matrix of R rows that all of them read
+ * (rank q's B_q rows start at row row0_q), and part q computes, for all R rows, the units
+ * [j0, j1) = nn_part(n_l, q, S) of every layer: those columns of z^l, a^l and delta^l, and those
+ * rows of dW^l and db^l. So the node's gradient comes out summed over the node's rows, one GEMM
+ * per layer with K = R, and needs no reduction inside the node; each GEMM reads 1/S of W^l;
+ * and every GEMM has R rows instead of B_q. The buffers below are shared by the node; the
+ * phases must be separated by s->sync (a barrier that makes every rank's writes visible):
+ *
+ *   sync; forward_layer 1; sync; ... forward_layer L; sync; output (own rows); sync;
+ *   backward_layer L; sync; ... backward_layer 1      (nn_node_forward, nn_node_backward)
+ *
+ * Each part writes only its own columns (its own rows, in output), so the result does not
+ * depend on timing. Up to float rounding it equals nn_model_backward over the R rows; the
+ * dropout masks are the same as nn_dropout_forward's. */
+typedef struct nn_node_step {
+  int part, parts;                  /* q, S */
+  size_t rows;                      /* R: the node's rows, all its ranks' */
+  size_t row0, B;                   /* this rank's rows: [row0, row0 + B) */
+  float *a[NN_MAX_LAYERS + 1];      /* (R, n_l), shared */
+  float *delta[2];                  /* (R, max n_l), shared; delta^l is in delta[l & 1] */
+  size_t *row_ids;                  /* (R) global row ids, shared: the dropout keys */
+  float *mask[NN_MAX_LAYERS + 1];   /* (R, n_l) per hidden layer, this rank's own (own columns) */
+  void (*sync)(void *ctx);
+  void *ctx;
+} nn_node_step;
+
+/* Units [*j0, *j1) of n that part q of S computes (may be empty when n < S). */
+void nn_part(int n, int q, int S, int *j0, int *j1);
+/* The shared buffers for R rows (activations, deltas, row ids) take at most
+ * R * nn_node_step_row_bytes + NN_NODE_STEP_SLACK bytes; the private masks R * mask_bytes
+ * (0 without dropout). */
+#define NN_NODE_STEP_SLACK ((size_t)64 * (NN_MAX_LAYERS + 4))
+size_t nn_node_step_row_bytes(const nn_model *m);
+size_t nn_node_step_mask_bytes(const nn_model *m);
+/* Lay out the shared buffers for s->rows rows in shared (64-byte aligned) and the masks in
+ * masks (or NULL without dropout). */
+void nn_node_step_bind(nn_node_step *s, const nn_model *m, void *shared, float *masks);
+/* Phases (the tests run them part by part). grad has the layout of params; backward_layer
+ * writes (does not add) this part's rows of dW^l and db^l. */
+void nn_node_forward_layer(const nn_model *m, const nn_node_step *s, const float *params, int l);
+double nn_node_output(const nn_model *m, const nn_node_step *s, const int32_t *labels,
+                      const float *targets);
+void nn_node_backward_layer(const nn_model *m, const nn_node_step *s, const float *params, float *grad,
+                            int l);
+/* The phases with their syncs. This rank's input rows must be in s->a[0] (and row ids in
+ * s->row_ids) on entry; nn_node_forward returns this rank's summed loss, and leaves a^L of its
+ * rows at s->a[L] + row0 * n_L. Dropout is on when m->dropout > 0 and m->dropout_rows != NULL
+ * (the keys are s->row_ids). */
+double nn_node_forward(const nn_model *m, const nn_node_step *s, const float *params,
+                       const int32_t *labels, const float *targets);
+void nn_node_backward(const nn_model *m, const nn_node_step *s, const float *params, float *grad);
+
 /* Number of rows of a[L] (B, n_L) whose argmax equals the label. */
 size_t nn_count_correct(const float *a, const int32_t *labels, size_t B, int n);
 
@@ -91,6 +144,10 @@ void nn_activate(float *a, nn_act act, size_t B, int n);
 /* Inverted dropout of a (B, n) in place: each unit is zeroed with probability p or scaled by
  * 1/(1-p); mask (B, n) records the factor. Row i draws from the stream nn_rng_key(key, rows[i]). */
 void nn_dropout_forward(float *a, float *mask, float p, uint64_t key, const size_t *rows, size_t B, int n);
+/* The same for the units [j0, j1) only, of rows with leading dimension ld: the masks are
+ * those nn_dropout_forward draws for these units. */
+void nn_dropout_forward_cols(float *a, float *mask, size_t ld, float p, uint64_t key, const size_t *rows,
+                             size_t B, int j0, int j1);
 /* delta *= mask * sigma'(z) where a holds the dropped activations a = sigma(z) * mask. */
 void nn_dropout_backward(float *delta, const float *a, const float *mask, nn_act act, size_t count);
 /* In place: delta *= sigma'(z), computed from a = sigma(z) (relu, sigmoid, tanh, linear). */

@@ -15,6 +15,8 @@ typedef struct nn_rng {
 uint64_t nn_rng_key(uint64_t a, uint64_t b, uint64_t c);
 void nn_rng_init(nn_rng *r, uint64_t key);
 uint64_t nn_rng_u64(nn_rng *r);
+/* Advance the stream as k calls of nn_rng_u64 (or nn_rng_uniform) would, in O(1). */
+void nn_rng_skip(nn_rng *r, uint64_t k);
 /* Uniform integer in [0, n), unbiased; n > 0. */
 uint64_t nn_rng_below(nn_rng *r, uint64_t n);
 /* Uniform double in [0, 1). */
