@@ -136,23 +136,22 @@ int nn_comm_bcast_floats(float *buf, size_t n, int root, MPI_Comm comm, nn_error
 
 /* ---- node-shared memory ([train] allreduce = shm) ------------------------------------------ */
 
-/* Everything written to either window before this call is visible to every rank of the node
- * after it (the MPI-3 shared-memory pattern: sync, barrier, sync). */
-static void node_sync(nn_shm *s) {
-  MPI_Win_sync(s->win_grad);
-  MPI_Win_sync(s->win_state);
+void nn_shm_sync(void *ctx) { /* the MPI-3 shared-memory pattern: sync, barrier, sync */
+  nn_shm *s = ctx;
+  MPI_Win_sync(s->win);
   MPI_Barrier(s->node);
-  MPI_Win_sync(s->win_grad);
-  MPI_Win_sync(s->win_state);
+  MPI_Win_sync(s->win);
 }
 
 int nn_shm_fake_node_ranks = 0;
 
-int nn_shm_init(nn_shm *s, MPI_Comm comm, size_t n, size_t extra, int n_state, int required,
-                nn_error *e) {
+static size_t align64(size_t x) { return (x + 63) / 64 * 64; }
+
+int nn_shm_init(nn_shm *s, MPI_Comm comm, size_t n, size_t extra, int n_state, size_t local_rows,
+                size_t row_bytes, size_t fixed_bytes, int required, nn_error *e) {
   memset(s, 0, sizeof *s);
   s->node = s->cross = MPI_COMM_NULL;
-  s->win_state = s->win_grad = MPI_WIN_NULL;
+  s->win = MPI_WIN_NULL;
   s->live = 1;
   s->n = n;
   s->extra = extra;
@@ -169,104 +168,99 @@ int nn_shm_init(nn_shm *s, MPI_Comm comm, size_t n, size_t extra, int n_state, i
   sizes[0] = s->node_size;
   sizes[1] = -s->node_size;
   MPI_Allreduce(MPI_IN_PLACE, sizes, 2, MPI_INT, MPI_MAX, comm); /* the same answer everywhere */
-  if (sizes[0] != -sizes[1] || sizes[0] > (int)(sizeof s->seg / sizeof s->seg[0]) || extra > 16 ||
-      n_state > 2) {
+  if (sizes[0] != -sizes[1] || extra > NN_SHM_MAX_EXTRA || n_state > 2) {
     if (required)
-      nn_fail(e, NN_ECONFIG, "[train] allreduce = shm needs the same number of ranks on every node, "
-              "at most %d (found %d to %d): use blocking or auto", (int)(sizeof s->seg / sizeof s->seg[0]),
-              -sizes[1], sizes[0]);
+      nn_fail(e, NN_ECONFIG, "[train] allreduce = shm needs the same number of ranks on every node "
+              "(found %d to %d): use blocking or auto", -sizes[1], sizes[0]);
     nn_shm_free(s);
     return e->code;
   }
-  /* node rank 0 holds the flags, the parameters and the optimizer state; every rank its segment */
+  unsigned long long mine_rows = local_rows, before = 0, total = 0;
+  MPI_Exscan(&mine_rows, &before, 1, MPI_UNSIGNED_LONG_LONG, MPI_SUM, s->node);
+  MPI_Allreduce(&mine_rows, &total, 1, MPI_UNSIGNED_LONG_LONG, MPI_SUM, s->node);
+  s->row0 = s->node_rank == 0 ? 0 : (size_t)before;
+  s->rows = (size_t)total;
+  /* node rank 0 allocates it all: flags, parameters, optimizer state, gradient, batch */
+  size_t off_params = align64((size_t)s->node_size * (2 + extra) * sizeof(double));
+  size_t vec = align64(n * sizeof(float));
+  size_t off_batch = off_params + (size_t)(2 + n_state) * vec;
+  size_t bytes = s->node_rank == 0 ? off_batch + s->rows * row_bytes + fixed_bytes : 0;
   MPI_Info info;
   MPI_Info_create(&info);
   MPI_Info_set(info, "alloc_shared_noncontig", "true");
-  size_t flag_bytes = (size_t)s->node_size * 2 * sizeof(double);
-  size_t bytes = s->node_rank == 0 ? flag_bytes + (size_t)(1 + n_state) * n * sizeof(float) : 0;
   void *mine;
-  MPI_Aint size;
-  int unit;
-  if (MPI_Win_allocate_shared((MPI_Aint)bytes, 1, info, s->node, &mine, &s->win_state) != MPI_SUCCESS ||
-      MPI_Win_allocate_shared((MPI_Aint)((n + extra) * sizeof(float)), sizeof(float), info, s->node, &mine,
-                              &s->win_grad) != MPI_SUCCESS) {
-    MPI_Info_free(&info);
-    nn_fail(e, NN_ENOMEM, "cannot allocate node-shared memory for %zu parameters", n);
+  int rc = MPI_Win_allocate_shared((MPI_Aint)bytes, 1, info, s->node, &mine, &s->win);
+  MPI_Info_free(&info);
+  if (rc != MPI_SUCCESS) {
+    nn_fail(e, NN_ENOMEM, "cannot allocate node-shared memory for %zu parameters and %zu batch rows", n,
+            s->rows);
     nn_shm_free(s);
     return e->code;
   }
-  MPI_Info_free(&info);
-  void *base;
-  MPI_Win_shared_query(s->win_state, 0, &size, &unit, &base);
-  s->flags = base;
-  s->params = (float *)(s->flags + 2 * s->node_size);
-  for (int i = 0; i < n_state; i++) s->state[i] = s->params + (size_t)(i + 1) * n;
-  for (int q = 0; q < s->node_size; q++) MPI_Win_shared_query(s->win_grad, q, &size, &unit, &s->seg[q]);
-  s->grad = s->seg[s->node_rank];
-  s->lo = n * (size_t)s->node_rank / (size_t)s->node_size;
-  s->hi = n * (size_t)(s->node_rank + 1) / (size_t)s->node_size;
-  MPI_Win_lock_all(MPI_MODE_NOCHECK, s->win_state);
-  MPI_Win_lock_all(MPI_MODE_NOCHECK, s->win_grad);
+  MPI_Aint size;
+  int unit;
+  char *base;
+  MPI_Win_shared_query(s->win, 0, &size, &unit, &base);
+  s->flags = (double *)base;
+  s->params = (float *)(base + off_params);
+  for (int i = 0; i < n_state; i++) s->state[i] = (float *)(base + off_params + (size_t)(1 + i) * vec);
+  s->grad = (float *)(base + off_params + (size_t)(1 + n_state) * vec);
+  s->batch = base + off_batch;
+  MPI_Win_lock_all(MPI_MODE_NOCHECK, s->win);
   return 0;
 }
 
 void nn_shm_free(nn_shm *s) {
   if (!s->live) return;
   s->live = 0;
-  if (s->win_grad != MPI_WIN_NULL) {
-    MPI_Win_unlock_all(s->win_grad);
-    MPI_Win_free(&s->win_grad);
-  }
-  if (s->win_state != MPI_WIN_NULL) {
-    MPI_Win_unlock_all(s->win_state);
-    MPI_Win_free(&s->win_state);
+  if (s->win != MPI_WIN_NULL) {
+    MPI_Win_unlock_all(s->win);
+    MPI_Win_free(&s->win);
   }
   if (s->cross != MPI_COMM_NULL) MPI_Comm_free(&s->cross);
   if (s->node != MPI_COMM_NULL) MPI_Comm_free(&s->node);
   s->params = s->grad = NULL;
+  s->batch = NULL;
 }
 
-int nn_shm_reduce(nn_shm *s, int *finite, double *sumsq, nn_error *e) {
-  enum { BLOCK = 1024 };
-  float acc[BLOCK], ctl[16];
-  node_sync(s); /* every segment is written */
-  if (s->node_size > 1)
-    for (size_t b = s->lo; b < s->hi; b += BLOCK) { /* slice of every segment, in node-rank order */
-      size_t m = s->hi - b < BLOCK ? s->hi - b : BLOCK;
-      memcpy(acc, s->seg[0] + b, m * sizeof(float));
-      for (int q = 1; q < s->node_size; q++) {
-        const float *x = s->seg[q] + b;
-        for (size_t i = 0; i < m; i++) acc[i] += x[i];
-      }
-      memcpy(s->grad + b, acc, m * sizeof(float));
-    }
-  for (size_t k = 0; k < s->extra; k++) {
-    ctl[k] = s->seg[0][s->n + k];
-    for (int q = 1; q < s->node_size; q++) ctl[k] += s->seg[q][s->n + k];
-  }
+int nn_shm_reduce(nn_shm *s, const size_t *lo, const size_t *hi, int n_ranges, float *ctl, int *finite,
+                  double *sumsq, nn_error *e) {
   int rc = 0;
-  if (s->nodes > 1 && (nn_comm_allreduce_sum(s->grad + s->lo, s->hi - s->lo, s->cross, e) ||
-                       nn_comm_allreduce_sum(ctl, s->extra, s->cross, e)))
-    rc = e->code; /* MPI failures abort by default; this path only runs with another handler */
-  s->flags[2 * s->node_rank] = !nn_all_finite(s->grad + s->lo, s->hi - s->lo);
-  s->flags[2 * s->node_rank + 1] = sumsq ? nn_sumsq(s->grad + s->lo, s->hi - s->lo) : 0.0;
-  node_sync(s); /* every slice is summed and checked; nobody reads another segment after this */
-  int all_finite = 1;
-  double total = 0.0;
-  for (int q = 0; q < s->node_size; q++) {
-    all_finite &= s->flags[2 * q] == 0.0;
-    total += s->flags[2 * q + 1];
+  if (s->nodes > 1) { /* MPI failures abort by default; rc only matters with another handler */
+    for (int i = 0; i < n_ranges && !rc; i++)
+      rc = nn_comm_allreduce_sum(s->grad + lo[i], hi[i] - lo[i], s->cross, e);
+    if (!rc) rc = nn_comm_allreduce_sum(ctl, s->extra, s->cross, e);
   }
-  for (size_t k = 0; k < s->extra; k++) s->grad[s->n + k] = ctl[k];
+  double *mine = s->flags + (size_t)s->node_rank * (2 + s->extra);
+  int bad = 0;
+  double sq = 0.0;
+  for (int i = 0; i < n_ranges; i++) {
+    bad |= !nn_all_finite(s->grad + lo[i], hi[i] - lo[i]);
+    if (sumsq) sq += nn_sumsq(s->grad + lo[i], hi[i] - lo[i]);
+  }
+  mine[0] = bad;
+  mine[1] = sq;
+  for (size_t k = 0; k < s->extra; k++) mine[2 + k] = ctl[k];
+  nn_shm_sync(s);
+  /* every rank adds the same numbers in the same order: the same verdicts everywhere */
+  double total = 0.0, sum[NN_SHM_MAX_EXTRA] = {0};
+  int all_finite = 1;
+  for (int q = 0; q < s->node_size; q++) {
+    const double *f = s->flags + (size_t)q * (2 + s->extra);
+    all_finite &= f[0] == 0.0;
+    total += f[1];
+    for (size_t k = 0; k < s->extra; k++) sum[k] += f[2 + k];
+  }
+  for (size_t k = 0; k < s->extra; k++) ctl[k] = (float)sum[k];
   *finite = all_finite;
   if (sumsq) *sumsq = total;
   return rc;
 }
 
-void nn_shm_fence(nn_shm *s) { node_sync(s); }
+void nn_shm_fence(nn_shm *s) { nn_shm_sync(s); }
 
 int nn_shm_bcast(nn_shm *s, float *buf, size_t n, nn_error *e) {
   int rc = s->node_rank == 0 && s->nodes > 1 ? nn_comm_bcast_floats(buf, n, 0, s->cross, e) : 0;
-  node_sync(s);
+  nn_shm_sync(s);
   return rc;
 }

@@ -63,15 +63,23 @@ typedef struct trainer {
   double load_s;                   /* reading (and checking) the training shards, slowest rank */
   int have_test;
   nn_model model;
-  float *params, *grad;            /* one flat buffer each, same layout; grad has NN_CONTROL
-                                      extra slots after the gradient (see train_step) */
+  float *params, *grad;            /* one flat buffer each, same layout; but for shm, grad has
+                                      NN_CONTROL extra slots after the gradient (see train_step) */
+  float *ctl;                      /* the control slots: grad + n_params, or ctl_own with shm */
+  float ctl_own[NN_CONTROL];
   float *state[NN_MAX_STATE];      /* optimizer buffers, same layout */
   int n_state;
   const char *const *state_names;
   nn_optim_params optim;           /* lr is set every step from the schedule */
   nn_grad_sync sync;               /* overlapped reduction state ([train] allreduce = overlap) */
-  nn_shm shm;                      /* node-shared parameters ([train] allreduce = shm): params,
-                                      state and grad then point into its windows */
+  nn_shm shm;                      /* node-shared memory ([train] allreduce = shm): params,
+                                      state and grad then point into it */
+  nn_node_step node;               /* shm: the node-sliced step's buffers and this rank's part */
+  float *node_masks;               /* shm with dropout: this rank's masks (node rows x hidden) */
+  size_t range_lo[2 * NN_MAX_LAYERS], range_hi[2 * NN_MAX_LAYERS]; /* shm: gradient ranges */
+  int n_ranges;                    /* this rank computes and updates */
+  float *batch_x;                  /* where gather_batch puts this rank's input rows ... */
+  size_t *batch_ids;               /* ... and their global row ids */
   nn_allreduce_mode mode;          /* the reduction in use (auto resolved); set in setup */
   nn_grad_hook hook;
   nn_schedule schedule;
@@ -168,9 +176,10 @@ static void print_header(const trainer *T) {
     printf("validation: %zu rows held out (the last %.3g of every partition), never trained on\n",
            s->val_rows, T->cfg->validation_fraction);
   if (T->mode == NN_ALLREDUCE_SHM)
-    printf("gradient sum: shm: %d rank%s per node share one copy of the parameters and optimizer "
-           "state, and each sums and updates 1/%d of it%s\n", T->shm.node_size, T->shm.node_size > 1 ? "s" : "",
-           T->shm.node_size, T->shm.nodes > 1 ? "; the slices are summed across nodes with MPI_Allreduce" : "");
+    printf("gradient sum: shm: %d rank%s per node share one copy of the parameters, optimizer state "
+           "and gradient, and compute the node's %zu rows together, each 1/%d of every layer's units%s\n",
+           T->shm.node_size, T->shm.node_size > 1 ? "s" : "", T->shm.rows, T->shm.node_size,
+           T->shm.nodes > 1 ? "; the gradient is summed across nodes with MPI_Allreduce" : "");
   else
     printf("gradient sum: %s%s\n", T->mode == NN_ALLREDUCE_OVERLAP ? "overlap: MPI_Iallreduce per slice during backprop"
            : "blocking: one MPI_Allreduce after backprop", cfg->allreduce != NN_ALLREDUCE_AUTO ? ""
@@ -283,6 +292,39 @@ static double peak_rss_mib(void) {
 }
 
 /* Everything that can fail before the first step, each failure agreed by all ranks. */
+
+/* shm: point the parameters, state and gradient into the node's shared memory, lay out the
+ * node's batch buffers, and list the gradient ranges this rank's part computes and updates:
+ * rows [j0, j1) of every W^l, and the same entries of b^l. */
+static int bind_node_step(trainer *T, nn_error *e) {
+  nn_shm *sh = &T->shm;
+  const nn_layout *lay = &T->model.lay;
+  T->params = sh->params;
+  T->grad = sh->grad;
+  for (int i = 0; i < T->n_state; i++) T->state[i] = sh->state[i];
+  T->ctl = T->ctl_own;
+  T->node = (nn_node_step){.part = sh->node_rank, .parts = sh->node_size, .rows = sh->rows,
+                           .row0 = sh->row0, .B = T->shard.local_batch, .sync = nn_shm_sync, .ctx = sh};
+  size_t mask_bytes = nn_node_step_mask_bytes(&T->model);
+  if (mask_bytes && !(T->node_masks = malloc(sh->rows * mask_bytes)))
+    nn_fail(e, NN_ENOMEM, "cannot allocate the dropout masks of the node's %zu rows", sh->rows);
+  if (nn_comm_agree(e, T->comm)) return e->code;
+  nn_node_step_bind(&T->node, &T->model, sh->batch, T->node_masks);
+  T->batch_x = T->node.a[0] + sh->row0 * (size_t)lay->n[0];
+  T->batch_ids = T->node.row_ids + sh->row0;
+  T->n_ranges = 0;
+  for (int l = 1; l <= lay->L; l++) {
+    int j0, j1;
+    nn_part(lay->n[l], sh->node_rank, sh->node_size, &j0, &j1);
+    if (j1 == j0) continue;
+    T->range_lo[T->n_ranges] = lay->W_off[l] + (size_t)j0 * (size_t)lay->n[l - 1];
+    T->range_hi[T->n_ranges++] = lay->W_off[l] + (size_t)j1 * (size_t)lay->n[l - 1];
+    T->range_lo[T->n_ranges] = lay->b_off[l] + (size_t)j0;
+    T->range_hi[T->n_ranges++] = lay->b_off[l] + (size_t)j1;
+  }
+  return 0;
+}
+
 static int setup(trainer *T, nn_error *e) {
   const nn_config *cfg = T->cfg;
   nn_data_info info;
@@ -379,12 +421,11 @@ static int setup(trainer *T, nn_error *e) {
           : n * sizeof(float) >= NN_SHM_AUTO_BYTES ? NN_ALLREDUCE_SHM : NN_ALLREDUCE_BLOCKING;
   if (T->mode == NN_ALLREDUCE_SHM) {
     nn_shm_fake_node_ranks = (int)cfg->shm_node_ranks;
-    if (nn_shm_init(&T->shm, T->comm, n, NN_CONTROL, T->n_state, cfg->allreduce == NN_ALLREDUCE_SHM, e))
+    if (nn_shm_init(&T->shm, T->comm, n, NN_CONTROL, T->n_state, B, nn_node_step_row_bytes(&T->model),
+                    NN_NODE_STEP_SLACK, cfg->allreduce == NN_ALLREDUCE_SHM, e))
       return e->code;
     if (T->shm.live) {
-      T->params = T->shm.params;
-      T->grad = T->shm.grad;
-      for (int i = 0; i < T->n_state; i++) T->state[i] = T->shm.state[i];
+      if (bind_node_step(T, e)) return e->code;
     } else { /* auto, and the nodes run different numbers of ranks */
       T->mode = NN_ALLREDUCE_BLOCKING;
     }
@@ -396,6 +437,9 @@ static int setup(trainer *T, nn_error *e) {
     for (int i = 0; i < T->n_state; i++) ok &= (T->state[i] = calloc(n, sizeof(float))) != NULL;
     if (!ok) nn_fail(e, NN_ENOMEM, "cannot allocate the model's buffers (%zu parameters)", n);
     if (nn_comm_agree(e, T->comm)) return e->code;
+    T->ctl = T->grad + n;
+    T->batch_x = T->model.a[0];
+    T->batch_ids = T->row_ids;
   }
   T->sync = (nn_grad_sync){.comm = T->comm, .grad = T->grad, .n_params = T->model.lay.n_params,
                            .extra = NN_CONTROL};
@@ -432,6 +476,7 @@ static void teardown(trainer *T) {
   nn_model_free(&T->model);
   if (T->mode == NN_ALLREDUCE_SHM) {
     nn_shm_free(&T->shm);
+    free(T->node_masks);
   } else { /* blocking or overlap, also after an auto that fell back (shm then freed itself) */
     free(T->params);
     free(T->grad);
@@ -452,15 +497,15 @@ static void teardown(trainer *T) {
 static int gather_batch(trainer *T, size_t k) {
   const nn_dataset *d = &T->train;
   if (T->stream) {
-    return nn_stream_batch(T->stream, k, T->model.a[0], d->info.classification ? T->batch_labels : NULL,
-                           T->batch_targets, T->row_ids, &T->t.io_wait, &T->data_err);
+    return nn_stream_batch(T->stream, k, T->batch_x, d->info.classification ? T->batch_labels : NULL,
+                           T->batch_targets, T->batch_ids, &T->t.io_wait, &T->data_err);
   }
   size_t F = d->info.n_features, n_out = (size_t)T->model.lay.n[T->model.lay.L];
   nn_shard_batch_rows(T->rows, &T->shard, T->order, k);
   for (size_t i = 0; i < T->shard.local_batch; i++) {
     size_t r = T->rows[i];
-    T->row_ids[i] = d->row_begin + r;
-    memcpy(T->model.a[0] + i * F, d->X + r * F, F * sizeof(float));
+    T->batch_ids[i] = d->row_begin + r;
+    memcpy(T->batch_x + i * F, d->X + r * F, F * sizeof(float));
     if (d->labels) T->batch_labels[i] = d->labels[r];
     else memcpy(T->batch_targets + i * n_out, d->targets + r * n_out, n_out * sizeof(float));
   }
@@ -468,8 +513,9 @@ static int gather_batch(trainer *T, size_t k) {
 }
 
 /* One global step; adds this rank's summed loss and correct count to sums[0..1]. The control
- * slots after the gradient carry this rank's stop request and (rank 0) a checkpoint request;
- * after the allreduce every rank holds their sums and takes the same decision. */
+ * slots (T->ctl) carry this rank's stop request and (rank 0) a checkpoint request; they are
+ * summed with the gradient (after it, in one allreduce) or with shm's verdicts, so every rank
+ * holds their sums and takes the same decision. */
 static int train_step(trainer *T, size_t k, long step, double *sums, nn_error *e) {
   const nn_config *cfg = T->cfg;
   nn_model *m = &T->model;
@@ -477,23 +523,35 @@ static int train_step(trainer *T, size_t k, long step, double *sums, nn_error *e
   int32_t *labels = T->train.info.classification ? T->batch_labels : NULL;
   float *targets = T->train.info.classification ? NULL : T->batch_targets;
   int overlap = T->mode == NN_ALLREDUCE_OVERLAP, shm = T->mode == NN_ALLREDUCE_SHM;
+  int L = m->lay.L, n_out = m->lay.n[L];
 
   double t0 = now();
   int gathered = gather_batch(T, k) == 0;
   double t1 = now();
-  memset(T->grad, 0, n * sizeof(float));
+  if (!shm) memset(T->grad, 0, n * sizeof(float)); /* shm writes its ranges whole */
   /* the control slots ride with the first slice reduced (the last layer's), so set them first */
-  T->grad[n + CTL_DATA_ERROR] = gathered ? 0.0f : 1.0f;
+  T->ctl[CTL_DATA_ERROR] = gathered ? 0.0f : 1.0f;
   if (step == cfg->signal_at_step && T->rank == cfg->signal_rank) raise(SIGUSR1); /* test hook */
-  T->grad[n + CTL_STOP] = nn_stop_signal ? 1.0f : 0.0f;
-  T->grad[n + CTL_CHECKPOINT] = T->rank == 0 && cfg->ckpt_every_seconds > 0 &&
-                                t1 - T->last_ckpt_time >= cfg->ckpt_every_seconds;
+  T->ctl[CTL_STOP] = nn_stop_signal ? 1.0f : 0.0f;
+  T->ctl[CTL_CHECKPOINT] = T->rank == 0 && cfg->ckpt_every_seconds > 0 &&
+                           t1 - T->last_ckpt_time >= cfg->ckpt_every_seconds;
+  m->dropout_rows = T->batch_ids;
+  m->dropout_key = nn_rng_key(cfg->seed, (uint64_t)step, 0xd120u);
   double t_fwd = t1, t_bwd = t1;
-  if (gathered) {
-    m->dropout_rows = T->row_ids;
-    m->dropout_key = nn_rng_key(cfg->seed, (uint64_t)step, 0xd120u);
+  if (shm) { /* the node computes as one: every rank takes part, whatever it read */
+    if (!gathered) { /* rows the others will multiply: defined values; the step is dropped */
+      memset(T->batch_x, 0, B * (size_t)m->lay.n[0] * sizeof(float));
+      if (labels) memset(labels, 0, B * sizeof *labels);
+      else memset(targets, 0, B * (size_t)n_out * sizeof *targets);
+    }
+    sums[0] += nn_node_forward(m, &T->node, T->params, labels, targets);
+    if (labels) sums[1] += (double)nn_count_correct(T->node.a[L] + T->node.row0 * (size_t)n_out, labels, B, n_out);
+    t_fwd = now();
+    nn_node_backward(m, &T->node, T->params, T->grad);
+    t_bwd = now();
+  } else if (gathered) {
     sums[0] += nn_model_forward(m, T->params, B, labels, targets);
-    if (labels) sums[1] += (double)nn_count_correct(m->a[m->lay.L], labels, B, m->lay.n[m->lay.L]);
+    if (labels) sums[1] += (double)nn_count_correct(m->a[L], labels, B, n_out);
     t_fwd = now();
     nn_model_backward(m, T->params, T->grad, B, labels, targets, overlap ? &T->hook : NULL);
     t_bwd = now();
@@ -503,34 +561,43 @@ static int train_step(trainer *T, size_t k, long step, double *sums, nn_error *e
   double t2 = now();
   int finite = 1;
   double sumsq = 0.0;
-  if (shm) { /* sums, and checks, this rank's slice only; the decisions are shared */
-    if (nn_shm_reduce(&T->shm, &finite, cfg->clip_norm > 0 ? &sumsq : NULL, e)) return e->code;
+  if (shm) { /* sums and checks this rank's ranges only; the verdicts are shared */
+    if (nn_shm_reduce(&T->shm, T->range_lo, T->range_hi, T->n_ranges, T->ctl, &finite,
+                      cfg->clip_norm > 0 ? &sumsq : NULL, e))
+      return e->code;
   } else if (overlap ? nn_grad_sync_wait(&T->sync, e)
                      : nn_comm_allreduce_sum(T->grad, n + NN_CONTROL, T->comm, e)) {
     return e->code;
   }
   double t3 = now();
-  if (T->grad[n + CTL_DATA_ERROR] > 0) { /* some rank could not read its rows: all stop here */
+  if (T->ctl[CTL_DATA_ERROR] > 0) { /* some rank could not read its rows: all stop here */
     *e = T->data_err;
     return nn_comm_agree(e, T->comm);
   }
-  /* Every rank holds the same reduced gradient (with shm: its slice of it, and the verdicts on
-   * the whole), so every rank takes the same decision here. It updates [lo, hi): all of the
-   * parameters, or with shm its slice of the node's shared copy. */
-  size_t lo = shm ? T->shm.lo : 0, hi = shm ? T->shm.hi : n;
+  /* Every rank holds the same reduced gradient (with shm: its ranges of it, and the verdicts on
+   * the whole), so every rank takes the same decision here. It updates its ranges: all of the
+   * parameters, or with shm its ranges of the node's shared copy. */
+  size_t whole_lo = 0, whole_hi = n;
+  const size_t *lo = shm ? T->range_lo : &whole_lo, *hi = shm ? T->range_hi : &whole_hi;
+  int n_ranges = shm ? T->n_ranges : 1;
   if (!shm) finite = nn_all_finite(T->grad, n);
   if (!finite)
     return nn_fail(e, NN_ENUMERIC, "step %ld: the gradient holds NaN or Inf (learning rate too "
                    "high, or bad input values?); stopped, earlier checkpoints are kept", step);
   float scale = 1.0f / (float)cfg->batch_size; /* summed gradient -> mean */
+  float clip = 1.0f;
   if (cfg->clip_norm > 0) { /* the same reduced gradient everywhere: the same factor everywhere */
     if (!shm) sumsq = nn_sumsq(T->grad, n);
-    nn_scale(T->grad + lo, hi - lo, nn_clip_factor(sumsq, scale, (float)cfg->clip_norm));
+    clip = nn_clip_factor(sumsq, scale, (float)cfg->clip_norm);
   }
   T->lr = nn_schedule_lr(&T->schedule, step - 1);
   T->optim.lr = (float)T->lr;
-  nn_optim_step(T->params + lo, T->state[0] ? T->state[0] + lo : NULL, T->state[1] ? T->state[1] + lo : NULL,
-                T->grad + lo, hi - lo, &T->optim, step, scale);
+  for (int i = 0; i < n_ranges; i++) {
+    size_t at = lo[i], count = hi[i] - lo[i];
+    if (cfg->clip_norm > 0) nn_scale(T->grad + at, count, clip);
+    nn_optim_step(T->params + at, T->state[0] ? T->state[0] + at : NULL, T->state[1] ? T->state[1] + at : NULL,
+                  T->grad + at, count, &T->optim, step, scale);
+  }
   if (shm) nn_shm_fence(&T->shm); /* the node's parameters are whole again */
   double t4 = now();
   T->t.io += t1 - t0;
@@ -729,13 +796,21 @@ static void report_memory(const trainer *T) {
   double shard = (T->stream ? (double)nn_stream_bytes(&T->shard, in, T->stream_slots)
                             : (double)(T->shard.row_end - T->shard.row_begin) * (double)row) / MiB;
   double test = (double)T->test.n_local * (double)row / MiB;
-  /* parameters, own gradient, optimizer state; with shm the parameters and state are one copy
-   * per node (rank 0 reads all of the state to write checkpoints), and each rank also reads
-   * its slice of every other rank's gradient */
-  double copies = 2.0 + T->n_state;
-  if (T->mode == NN_ALLREDUCE_SHM) copies += (double)(T->shm.node_size - 1) / (double)T->shm.node_size;
+  /* parameters, gradient, optimizer state, activations (with deltas and dropout masks). With
+   * shm: one copy per node of the parameters (every rank reads all of W), of the state (rank 0
+   * reads all of it to write checkpoints) and of the gradient (rank 0 writes its ranges, 1/S);
+   * the node's batch buffers (all read) and this rank's masks; and of the model's own buffers
+   * only the activations, and only if something is evaluated */
+  const nn_model *m = &T->model;
+  double copies = 2.0 + T->n_state, acts = (double)m->buffer_bytes;
+  if (T->mode == NN_ALLREDUCE_SHM) {
+    copies = 1.0 + T->n_state + 1.0 / T->shm.node_size;
+    size_t eval_floats = (size_t)(m->a[lay->L] - m->a[0]) + m->batch_cap * (size_t)lay->n[lay->L];
+    acts = (double)T->shm.rows * (double)(nn_node_step_row_bytes(m) + nn_node_step_mask_bytes(m)) +
+           (T->have_test || T->shard.val_rows ? (double)eval_floats * sizeof(float) : 0.0);
+  }
   double params = (double)lay->n_params * sizeof(float) * copies / MiB;
-  double acts = (double)T->model.buffer_bytes / MiB;
+  acts /= MiB;
   double ckpt = 2.0 * (double)nn_ckpt_image_estimate(lay, T->n_state) / MiB;
   double buffers = shard + test + params + acts + ckpt, used = peak - T->rss_base_mib;
   printf("memory: rank 0 peak resident %.0f MiB = runtime %.0f (MPI, HDF5, OpenBLAS at start) + "
@@ -753,7 +828,7 @@ static void report_memory(const trainer *T) {
 
 static int run_epochs(trainer *T, nn_error *e) {
   const nn_config *cfg = T->cfg;
-  long step = T->start.step, n = (long)T->model.lay.n_params;
+  long step = T->start.step;
   char path[NN_PATH_MAX + 64] = "";
   T->last_ckpt_time = now();
   T->best_val_loss = T->start.best_epoch ? T->start.best_val_loss : INFINITY;
@@ -783,8 +858,8 @@ static int run_epochs(trainer *T, nn_error *e) {
                  epoch, interval[0] / interval[1]);
         interval[0] = interval[1] = 0;
       }
-      int stop = T->grad[n + CTL_STOP] > 0;
-      int want = stop || T->grad[n + CTL_CHECKPOINT] > 0 ||
+      int stop = T->ctl[CTL_STOP] > 0;
+      int want = stop || T->ctl[CTL_CHECKPOINT] > 0 ||
                  (cfg->ckpt_every_steps > 0 && step % cfg->ckpt_every_steps == 0);
       if (want && k + 1 < T->shard.steps) { /* mid-epoch; at the epoch's end see below */
         double t0 = now();
@@ -831,7 +906,7 @@ static int run_epochs(trainer *T, nn_error *e) {
       if (nn_comm_check_replicas(T->params, T->model.lay.n_params, T->comm, e)) return e->code;
       T->t.comm += now() - t0;
     }
-    int stop = T->grad[n + CTL_STOP] > 0;
+    int stop = T->ctl[CTL_STOP] > 0;
     if ((cfg->ckpt_every > 0 && epoch % cfg->ckpt_every == 0) || epoch == cfg->epochs || stop ||
         T->last_ckpt_time < 0) {
       double t0 = now(), none[2] = {0, 0};

@@ -43,46 +43,49 @@ void nn_grad_sync_ready(void *ctx, size_t offset, size_t count);
 /* Wait for all slices; returns 0 or NN_EMPI. Resets the object for the next step. */
 int nn_grad_sync_wait(nn_grad_sync *s, nn_error *e);
 
-/* [train] allreduce = shm: the ranks of a node share one copy of the parameters and optimizer
- * state (MPI-3 shared memory) and each sums and updates one slice of them:
- *   1. every rank writes its gradient (n floats, then `extra` control slots) to its own segment,
- *      readable by the other ranks of its node;
- *   2. nn_shm_reduce: node rank q sums slice q of all the node's segments (in node-rank order,
- *      so the result does not depend on timing) into its own segment; across nodes, the ranks
- *      of the same node rank sum that slice with MPI_Allreduce; the control slots are summed
- *      everywhere; the slice's finiteness and squared norm are shared, so every rank takes the
- *      same decisions (NaN stop, clipping);
- *   3. the caller updates parameters and state in [lo, hi) only, then nn_shm_fence;
- * so each rank reads 1/S of the other segments and updates 1/S of the parameters (S ranks per
- * node), where MPI_Allreduce copies whole buffers and every rank updates all parameters.
- * Needs the same number of ranks on every node. */
+/* [train] allreduce = shm: the ranks of a node share one copy of the parameters, the
+ * optimizer state and the gradient (MPI-3 shared memory), and the node's batch buffers, so that
+ * each rank can compute 1/S of every layer for the node's whole batch (nn_node_step in model.h;
+ * S ranks per node). The node's gradient then comes out summed over its rows without a
+ * reduction, each rank holding its own ranges of it; nn_shm_reduce sums those ranges across
+ * nodes (the ranks of the same node rank, MPI_Allreduce) and agrees on the step's verdicts; each
+ * rank updates its ranges; nn_shm_fence ends the step. Needs the same number of ranks on every
+ * node. */
+#define NN_SHM_MAX_EXTRA 8
 typedef struct nn_shm {
   MPI_Comm node, cross;     /* the ranks sharing memory; the ranks of one node rank, over nodes */
-  MPI_Win win_state, win_grad;
+  MPI_Win win;
   int node_rank, node_size, nodes;
-  size_t n, extra;          /* gradient length, control slots after it */
-  size_t lo, hi;            /* this rank's slice of [0, n) */
-  float *params;            /* shared: n floats, then n_state x n of optimizer state */
+  size_t n, extra;          /* parameters; control slots summed with the verdicts */
+  size_t rows, row0;        /* the node's batch rows (all its ranks'), this rank's first row */
+  float *params;            /* shared, n floats each */
   float *state[2];
-  float *grad;              /* this rank's segment: n + extra */
-  float *seg[64];           /* every segment of the node (node_size <= 64) */
-  double *flags;            /* shared: node_size x 2 (non-finite count, sum of squares) */
+  float *grad;
+  void *batch;              /* shared: the node's batch buffers (batch_bytes at nn_shm_init) */
+  double *flags;            /* shared: node_size x (2 + extra): non-finite, sum of squares, slots */
   int live;                 /* set by nn_shm_init, cleared by nn_shm_free */
 } nn_shm;
 
-/* Collective over comm. With unequal ranks per node or more than 64 on one: fails (NN_ECONFIG)
- * when required, else returns 0 with s->live == 0 (the caller sums some other way). */
-int nn_shm_init(nn_shm *s, MPI_Comm comm, size_t n, size_t extra, int n_state, int required,
-                nn_error *e);
+/* Collective over comm. local_rows: this rank's batch rows; the batch area holds
+ * rows x row_bytes + fixed_bytes for the node's rows. With unequal ranks per node: fails
+ * (NN_ECONFIG) when required, else returns 0 with s->live == 0 (the caller sums some other
+ * way). */
+int nn_shm_init(nn_shm *s, MPI_Comm comm, size_t n, size_t extra, int n_state, size_t local_rows,
+                size_t row_bytes, size_t fixed_bytes, int required, nn_error *e);
 /* Test hook, set before nn_shm_init: group every this many consecutive ranks as one "node"
  * (they still share memory only if they are on one host), so that one host can exercise the
  * cross-node path. 0: the real nodes. */
 extern int nn_shm_fake_node_ranks;
 void nn_shm_free(nn_shm *s);
-/* Steps 2 above. On return this rank's segment holds the global sum in [lo, hi) and in the
- * control slots; *finite and *sumsq are the whole gradient's, the same on every rank. */
-int nn_shm_reduce(nn_shm *s, int *finite, double *sumsq, nn_error *e);
-/* After the update: every slice is written before any rank reads the parameters again. */
+/* Barrier over the node after which every write to the shared memory before it is visible to
+ * every rank of the node. ctx is an nn_shm (the nn_node_step sync callback). */
+void nn_shm_sync(void *ctx);
+/* This rank's ranges [lo[i], hi[i]) of the gradient are final for its node: sums them across
+ * nodes; on return *finite and *sumsq (if not NULL) are those of the whole gradient and ctl
+ * (extra slots) the sum over all ranks, the same on every rank. */
+int nn_shm_reduce(nn_shm *s, const size_t *lo, const size_t *hi, int n_ranges, float *ctl, int *finite,
+                  double *sumsq, nn_error *e);
+/* After the update: every range is written before any rank reads the parameters again. */
 void nn_shm_fence(nn_shm *s);
 /* World rank 0's n floats at buf (a shared buffer of nn_shm) to every node's copy. */
 int nn_shm_bcast(nn_shm *s, float *buf, size_t n, nn_error *e);
