@@ -168,7 +168,8 @@ int nn_shm_init(nn_shm *s, MPI_Comm comm, size_t n, size_t extra, int n_state, s
   sizes[0] = s->node_size;
   sizes[1] = -s->node_size;
   MPI_Allreduce(MPI_IN_PLACE, sizes, 2, MPI_INT, MPI_MAX, comm); /* the same answer everywhere */
-  if (sizes[0] != -sizes[1] || extra > NN_SHM_MAX_EXTRA || n_state > 2) {
+  s->equal = sizes[0] == -sizes[1];
+  if (!s->equal || extra > NN_SHM_MAX_EXTRA || n_state > 2 || (!required && s->node_size < 2)) {
     if (required)
       nn_fail(e, NN_ECONFIG, "[train] allreduce = shm needs the same number of ranks on every node "
               "(found %d to %d): use blocking or auto", -sizes[1], sizes[0]);

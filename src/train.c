@@ -183,8 +183,8 @@ static void print_header(const trainer *T) {
   else
     printf("gradient sum: %s%s\n", T->mode == NN_ALLREDUCE_OVERLAP ? "overlap: MPI_Iallreduce per slice during backprop"
            : "blocking: one MPI_Allreduce after backprop", cfg->allreduce != NN_ALLREDUCE_AUTO ? ""
-           : lay->n_params * sizeof(float) < NN_SHM_AUTO_BYTES ? " (auto: the gradient is under 16 MiB)"
-           : " (auto: the nodes run different numbers of ranks, so shm is not possible)");
+           : !T->shm.equal ? " (auto: the nodes run different numbers of ranks, so shm is not possible)"
+           : " (auto: one rank per node, nothing to share)");
   printf("model: ");
   for (int l = 0; l <= lay->L; l++) printf("%s%d", l ? "-" : "", lay->n[l]);
   printf(", %zu parameters (%.2f MiB), %s hidden, %s output, %s loss\n", lay->n_params,
@@ -413,12 +413,11 @@ static int setup(trainer *T, nn_error *e) {
   if (nn_comm_agree(e, T->comm)) return e->code;
 
   /* Parameters, gradient and optimizer state: node-shared (shm) or this rank's own. auto picks
-   * shm for gradients of 16 MiB and more. Measured here (README, Performance): +11% on the 100 MB
-   * model; on a 0.9 MB one, blocking was as fast or faster (its single allreduce against shm's
-   * three barriers a step, with each rank's copy in its own cache). */
+   * shm when the nodes run 2 ranks or more each (nn_shm_init decides). Measured here (README,
+   * Performance), 2 ranks: +7 to 16% on the 100 MB model and +8% on the 0.9 MB one; with 1 rank
+   * there is nothing to share, and shm was 1 to 5% slower than blocking. */
   size_t n = T->model.lay.n_params;
-  T->mode = cfg->allreduce != NN_ALLREDUCE_AUTO ? (nn_allreduce_mode)cfg->allreduce
-          : n * sizeof(float) >= NN_SHM_AUTO_BYTES ? NN_ALLREDUCE_SHM : NN_ALLREDUCE_BLOCKING;
+  T->mode = cfg->allreduce == NN_ALLREDUCE_AUTO ? NN_ALLREDUCE_SHM : (nn_allreduce_mode)cfg->allreduce;
   if (T->mode == NN_ALLREDUCE_SHM) {
     nn_shm_fake_node_ranks = (int)cfg->shm_node_ranks;
     if (nn_shm_init(&T->shm, T->comm, n, NN_CONTROL, T->n_state, B, nn_node_step_row_bytes(&T->model),
@@ -426,7 +425,7 @@ static int setup(trainer *T, nn_error *e) {
       return e->code;
     if (T->shm.live) {
       if (bind_node_step(T, e)) return e->code;
-    } else { /* auto, and the nodes run different numbers of ranks */
+    } else { /* auto, and one rank per node, or nodes with different numbers of ranks */
       T->mode = NN_ALLREDUCE_BLOCKING;
     }
   }

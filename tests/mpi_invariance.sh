@@ -45,6 +45,8 @@ for cfg in cls reg; do
         fail "$cfg shuffle=$shuffle -np $np exited non-zero"; cat "$dir.log"; continue
       fi
       grep -q "replicas diverged" "$dir.log" && fail "$cfg -np $np: replicas diverged"
+      want="gradient sum: shm"; [ "$np" = 1 ] && want="(auto: one rank per node, nothing to share)"
+      grep -qF "$want" "$dir.log" || fail "$cfg -np $np: auto did not pick what it should: $want"
       [ "$np" = 1 ] && continue
       if out=$("$NNMPI_CKPT_DIFF" "$(ckpt_at "ck_${cfg}_${shuffle}_1" 3)" "$(ckpt_at "$dir" 3)" 1e-5); then
         pass "$cfg shuffle=$shuffle -np $np vs -np 1: $out"
@@ -58,9 +60,9 @@ for cfg in cls reg; do
     && fail "$cfg: shuffle on and off gave the same weights"
 done
 
-# The runs above use the default reduction (auto: blocking for a gradient this small). Named
-# explicitly, blocking, and the overlapped reduction (MPI_Iallreduce per gradient slice), give
-# the same model too.
+# The runs above use the default reduction (auto: shm at -np 2 to 4, one node; blocking at -np 1).
+# Named explicitly, blocking, and the overlapped reduction (MPI_Iallreduce per gradient slice),
+# give the same model too.
 for mode in blocking overlap; do
   for np in 2 3; do
     dir="ck_${mode}_$np"
@@ -72,10 +74,10 @@ for mode in blocking overlap; do
   done
 done
 
-# The node-shared reduction (allreduce = shm, what auto picks for large gradients: every rank sums and updates
-# one slice of a copy shared by the node's ranks) against blocking runs, at every rank count:
-# with momentum, and with Adam and clipping tight enough to act on every step (its norm is
-# summed over the slices).
+# The node computing as one (allreduce = shm, what auto picks from 2 ranks per node: every rank
+# computes and updates 1/S of every layer's units, in memory the node's ranks share) against
+# blocking runs, at every rank count: with momentum, and with Adam and clipping tight enough to
+# act on every step (its norm is summed over the ranks' ranges).
 adam=(--set train.optimizer=adam --set train.learning_rate=0.01 --set train.clip_norm=0.05)
 run_np 1 "$NNMPI_BIN" cls.ini "${adam[@]}" --set train.allreduce=blocking --set checkpoint.dir=ck_adam_1 > adam_1.log 2>&1 \
   || { fail "adam -np 1 exited non-zero"; cat adam_1.log; }

@@ -67,20 +67,20 @@ done
 out=$("$NNMPI_CKPT_DIFF" "$REF" "$(ckpt_at mixed 4)" 1e-5) && pass "resumed at -np 1, 3, 4, 2: $out" \
   || fail "resumed across rank counts: $out"
 
-# ---- 2b. allreduce = shm (auto picks it for large gradients; the runs above are blocking):
-# stops and resumes at -np 3, the signal on rank 2 reaching the others through the shared
-# control slots and rank 0 writing the node's shared parameters: bit-identical to the
-# uninterrupted shm run, and within 1e-5 of the blocking one ----
-expect_status 0 "uninterrupted shm run" 3 --set train.allreduce=shm --set checkpoint.dir=shm_ref
+# ---- 2b. allreduce = blocking (the runs above use auto: shm from 2 ranks on a node, blocking at
+# -np 1): stops and resumes at -np 3, the signal on rank 2 reaching the others through the
+# control slots of the allreduce: bit-identical to the uninterrupted blocking run, and within
+# 1e-5 of the shm one ----
+expect_status 0 "uninterrupted blocking run" 3 --set train.allreduce=blocking --set checkpoint.dir=blk_ref
 for s in 70 250; do
-  expect_status 75 "shm stop at step $s" 3 --set train.allreduce=shm --set checkpoint.dir=shm --resume auto \
+  expect_status 75 "blocking stop at step $s" 3 --set train.allreduce=blocking --set checkpoint.dir=blk --resume auto \
     --set debug.signal_at_step=$s --set debug.signal_rank=2
 done
-expect_status 0 "shm final resume" 3 --set train.allreduce=shm --set checkpoint.dir=shm --resume auto
-out=$("$NNMPI_CKPT_DIFF" "$(ckpt_at shm_ref 4)" "$(ckpt_at shm 4)" 0) && pass "shm: 2 stops at -np 3: bit-identical ($out)" \
-  || fail "shm resumed run differs: $out"
-out=$("$NNMPI_CKPT_DIFF" "$REF" "$(ckpt_at shm 4)" 1e-5) && pass "shm -np 3 vs blocking -np 2: $out" \
-  || fail "shm against blocking: $out"
+expect_status 0 "blocking final resume" 3 --set train.allreduce=blocking --set checkpoint.dir=blk --resume auto
+out=$("$NNMPI_CKPT_DIFF" "$(ckpt_at blk_ref 4)" "$(ckpt_at blk 4)" 0) && pass "blocking: 2 stops at -np 3: bit-identical ($out)" \
+  || fail "blocking resumed run differs: $out"
+out=$("$NNMPI_CKPT_DIFF" "$REF" "$(ckpt_at blk 4)" 1e-5) && pass "blocking -np 3 vs shm -np 2: $out" \
+  || fail "blocking against shm: $out"
 # across (test-hook) nodes: 4 ranks as 2 nodes of 2, the signal on the second node's rank 3
 nodes=(--set train.allreduce=shm --set debug.shm_node_ranks=2)
 expect_status 0 "uninterrupted shm run, 2 nodes" 4 "${nodes[@]}" --set checkpoint.dir=nodes_ref

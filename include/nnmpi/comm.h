@@ -56,6 +56,7 @@ typedef struct nn_shm {
   MPI_Comm node, cross;     /* the ranks sharing memory; the ranks of one node rank, over nodes */
   MPI_Win win;
   int node_rank, node_size, nodes;
+  int equal;                /* every node runs node_size ranks */
   size_t n, extra;          /* parameters; control slots summed with the verdicts */
   size_t rows, row0;        /* the node's batch rows (all its ranks'), this rank's first row */
   float *params;            /* shared, n floats each */
@@ -69,7 +70,8 @@ typedef struct nn_shm {
 /* Collective over comm. local_rows: this rank's batch rows; the batch area holds
  * rows x row_bytes + fixed_bytes for the node's rows. With unequal ranks per node: fails
  * (NN_ECONFIG) when required, else returns 0 with s->live == 0 (the caller sums some other
- * way). */
+ * way), as it also does when not required and every node runs one rank; s->node_size and
+ * s->equal then say why. */
 int nn_shm_init(nn_shm *s, MPI_Comm comm, size_t n, size_t extra, int n_state, size_t local_rows,
                 size_t row_bytes, size_t fixed_bytes, int required, nn_error *e);
 /* Test hook, set before nn_shm_init: group every this many consecutive ranks as one "node"
