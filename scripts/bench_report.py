@@ -57,8 +57,9 @@ def read_memory(path):
 
 
 def gemm_bound(sg, ceil_all, out_dir):
-    """The most the wide MLP can reach at -np 2 from its GEMMs alone: each rank runs the B=128
-    shapes on one thread, with no communication and no update. The 4096x4096 layer's three
+    """The most the wide MLP can reach at -np 2 from its GEMMs alone: each rank runs its shapes
+    (with allreduce = shm, half of each layer's units for all 256 rows) on one thread, with no
+    synchronisation and no update. The 4096x4096 layer's three
     GEMMs carry equal FLOPs, so their rates combine harmonically. "alone": one process, the
     other core idle. "both": one process pinned to each core at the same time (scripts/bench's
     sgemm_pair_*.json), the slower of the two per shape, which includes what the ranks cost
@@ -318,7 +319,7 @@ def main():
               {True: "met", False: "NOT met", None: "not measured"}[t["met"]], "  (%s)" % t["case"] if t["case"] else ""))
     gb = report["wide_np2_gemm_bound"]
     if gb:
-        print("  bound for the wide MLP at -np 2 from the GEMMs alone (B=128 per rank, 1 thread each, no "
+        print("  bound for the wide MLP at -np 2 from the GEMMs alone (the 4096x4096 layer, each rank half of its units for 256 rows, 1 thread each, no "
               "communication): %.1f GFLOP/s = %.1f%% of the 2-core ceiling, each rank measured alone" % (
                   gb["two_ranks_gflops"], 100 * gb["fraction_of_ceiling"]))
         if "both_ranks" in gb:

@@ -159,11 +159,13 @@ int main(int argc, char **argv) {
       {"wide bwd B=256 4096x4096", 256, 4096, 4096, 0, 0},  /* d' = d W    */
       {"fmnist fwd B=128 784->256", 128, 256, 784, 0, 1},
       {"fmnist fwd B=512 784->256", 512, 256, 784, 0, 1},
-      /* what one of 2 ranks computes for the wide model at global batch 256 (scripts/bench
-       * derives from these the most that -np 2 can reach with no communication at all) */
-      {"wide fwd B=128 (rank of 2)", 128, 4096, 4096, 0, 1},
-      {"wide dW B=128 (rank of 2)", 4096, 4096, 128, 1, 0},
-      {"wide bwd B=128 (rank of 2)", 128, 4096, 4096, 0, 0},
+      /* what one of 2 ranks computes for the wide model's 4096x4096 layer at global batch 256
+       * with [train] allreduce = shm: half of the layer's units for all 256 rows (nn_node_step;
+       * the bwd case's W columns are a slice with ld 4096 there). scripts/bench derives from
+       * these the most that -np 2 can reach from its GEMMs alone. */
+      {"wide fwd R=256 half (rank of 2)", 256, 2048, 4096, 0, 1},
+      {"wide dW R=256 half (rank of 2)", 2048, 4096, 256, 1, 0},
+      {"wide bwd R=256 half (rank of 2)", 256, 2048, 4096, 0, 0},
   };
   const gemm_case *cases = n_custom ? custom : defaults;
   int n_cases = n_custom ? n_custom : (int)(sizeof defaults / sizeof defaults[0]);
