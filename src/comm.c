@@ -224,7 +224,7 @@ void nn_shm_free(nn_shm *s) {
   s->batch = NULL;
 }
 
-int nn_shm_reduce(nn_shm *s, const size_t *lo, const size_t *hi, int n_ranges, float *ctl, int *finite,
+int nn_shm_reduce(nn_shm *s, const size_t *lo, const size_t *hi, int n_ranges, float *ctl,
                   double *sumsq, nn_error *e) {
   int rc = 0;
   if (s->nodes > 1) { /* MPI failures abort by default; rc only matters with another handler */
@@ -232,33 +232,33 @@ int nn_shm_reduce(nn_shm *s, const size_t *lo, const size_t *hi, int n_ranges, f
       rc = nn_comm_allreduce_sum(s->grad + lo[i], hi[i] - lo[i], s->cross, e);
     if (!rc) rc = nn_comm_allreduce_sum(ctl, s->extra, s->cross, e);
   }
-  double *mine = s->flags + (size_t)s->node_rank * (2 + s->extra);
-  int bad = 0;
+  if (!sumsq) return rc; /* this rank updates what it computed (and summed): no barrier needed */
   double sq = 0.0;
-  for (int i = 0; i < n_ranges; i++) {
-    bad |= !nn_all_finite(s->grad + lo[i], hi[i] - lo[i]);
-    if (sumsq) sq += nn_sumsq(s->grad + lo[i], hi[i] - lo[i]);
-  }
-  mine[0] = bad;
-  mine[1] = sq;
+  for (int i = 0; i < n_ranges; i++) sq += nn_sumsq(s->grad + lo[i], hi[i] - lo[i]);
+  s->flags[(size_t)s->node_rank * (2 + s->extra) + 1] = sq;
+  nn_shm_sync(s);
+  double total = 0.0; /* every rank adds the same numbers in the same order */
+  for (int q = 0; q < s->node_size; q++) total += s->flags[(size_t)q * (2 + s->extra) + 1];
+  *sumsq = total;
+  return rc;
+}
+
+int nn_shm_fence(nn_shm *s, float *ctl, int finite) {
+  double *mine = s->flags + (size_t)s->node_rank * (2 + s->extra);
+  mine[0] = !finite;
   for (size_t k = 0; k < s->extra; k++) mine[2 + k] = ctl[k];
   nn_shm_sync(s);
   /* every rank adds the same numbers in the same order: the same verdicts everywhere */
-  double total = 0.0, sum[NN_SHM_MAX_EXTRA] = {0};
+  double sum[NN_SHM_MAX_EXTRA] = {0};
   int all_finite = 1;
   for (int q = 0; q < s->node_size; q++) {
     const double *f = s->flags + (size_t)q * (2 + s->extra);
     all_finite &= f[0] == 0.0;
-    total += f[1];
     for (size_t k = 0; k < s->extra; k++) sum[k] += f[2 + k];
   }
   for (size_t k = 0; k < s->extra; k++) ctl[k] = (float)sum[k];
-  *finite = all_finite;
-  if (sumsq) *sumsq = total;
-  return rc;
+  return all_finite;
 }
-
-void nn_shm_fence(nn_shm *s) { nn_shm_sync(s); }
 
 int nn_shm_bcast(nn_shm *s, float *buf, size_t n, nn_error *e) {
   int rc = s->node_rank == 0 && s->nodes > 1 ? nn_comm_bcast_floats(buf, n, 0, s->cross, e) : 0;

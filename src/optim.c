@@ -19,59 +19,79 @@ int nn_optim_state_count(const nn_optim_params *p) {
   return 0;
 }
 
-/* SGD (heavy ball or Nesterov) with the L2 term folded into the mean gradient d. */
-static void momentum_step(float *theta, float *v, const float *g, size_t n, float lr, float mu,
-                          float wd, int nesterov, float scale) {
+/* 1 for Inf and NaN: the floats whose exponent bits are all ones. An integer test keeps the
+ * loops below branch-free and vectorized (a float comparison chain would not be). */
+static inline uint32_t nonfinite(float x) {
+  uint32_t u;
+  memcpy(&u, &x, sizeof u);
+  return (u & 0x7f800000u) == 0x7f800000u;
+}
+
+/* SGD (heavy ball or Nesterov) with the L2 term folded into the mean gradient d. Each loop ORs
+ * in whether g[i] or the new theta[i] is not finite, in the same pass (returned as nonzero). */
+static uint32_t momentum_step(float *theta, float *v, const float *g, size_t n, float lr, float mu,
+                              float wd, int nesterov, float scale) {
+  uint32_t bad = 0;
   if (!nesterov && mu == 0.0f) {
-    for (size_t i = 0; i < n; i++) theta[i] -= lr * (scale * g[i] + wd * theta[i]);
-    return;
+    for (size_t i = 0; i < n; i++) {
+      theta[i] -= lr * (scale * g[i] + wd * theta[i]);
+      bad |= nonfinite(g[i]) | nonfinite(theta[i]);
+    }
+    return bad;
   }
   for (size_t i = 0; i < n; i++) {
     float d = scale * g[i] + wd * theta[i];
     v[i] = mu * v[i] + d;
     theta[i] -= lr * (nesterov ? d + mu * v[i] : v[i]);
+    bad |= nonfinite(g[i]) | nonfinite(theta[i]);
   }
+  return bad;
 }
 
 /* Adam with L2 weight decay l2 in the gradient; AdamW passes l2 = 0 after its decoupled decay. */
-static void adam_step(float *theta, float *m, float *v, const float *g, size_t n,
-                      const nn_optim_params *p, float l2, long t, float scale) {
+static uint32_t adam_step(float *theta, float *m, float *v, const float *g, size_t n,
+                          const nn_optim_params *p, float l2, long t, float scale) {
   float b1 = p->beta1, b2 = p->beta2, lr = p->lr, eps = p->eps;
   /* Bias corrections once per step, in double: b2^t stays accurate for large t. */
   float inv_bc1 = (float)(1.0 / (1.0 - pow((double)b1, (double)t)));
   float inv_bc2 = (float)(1.0 / (1.0 - pow((double)b2, (double)t)));
+  uint32_t bad = 0;
   for (size_t i = 0; i < n; i++) {
     float d = scale * g[i] + l2 * theta[i];
     m[i] = b1 * m[i] + (1.0f - b1) * d;
     v[i] = b2 * v[i] + (1.0f - b2) * d * d;
     float mhat = m[i] * inv_bc1, vhat = v[i] * inv_bc2;
     theta[i] -= lr * mhat / (sqrtf(vhat) + eps);
+    bad |= nonfinite(g[i]) | nonfinite(theta[i]);
   }
+  return bad;
 }
 
-void nn_optim_step(float *theta, float *state0, float *state1, const float *g, size_t n,
-                   const nn_optim_params *p, long t, float scale) {
+int nn_optim_step(float *theta, float *state0, float *state1, const float *g, size_t n,
+                  const nn_optim_params *p, long t, float scale) {
+  uint32_t bad = 0;
   switch (p->kind) {
   case NN_OPT_SGD:
-    momentum_step(theta, state0, g, n, p->lr, p->momentum, p->weight_decay, 0, scale);
+    bad = momentum_step(theta, state0, g, n, p->lr, p->momentum, p->weight_decay, 0, scale);
     break;
   case NN_OPT_NESTEROV:
-    momentum_step(theta, state0, g, n, p->lr, p->momentum, p->weight_decay, 1, scale);
+    bad = momentum_step(theta, state0, g, n, p->lr, p->momentum, p->weight_decay, 1, scale);
     break;
-  case NN_OPT_ADAM: adam_step(theta, state0, state1, g, n, p, p->weight_decay, t, scale); break;
+  case NN_OPT_ADAM: bad = adam_step(theta, state0, state1, g, n, p, p->weight_decay, t, scale); break;
   case NN_OPT_ADAMW: {
     float keep = 1.0f - p->lr * p->weight_decay;
     for (size_t i = 0; i < n; i++) theta[i] *= keep;
-    adam_step(theta, state0, state1, g, n, p, 0.0f, t, scale);
+    bad = adam_step(theta, state0, state1, g, n, p, 0.0f, t, scale);
     break;
   }
   }
+  return !bad;
 }
 
-void nn_sgd_step(float *theta, float *v, const float *g, size_t n, float lr, float momentum,
-                 float scale) {
+int nn_sgd_step(float *theta, float *v, const float *g, size_t n, float lr, float momentum,
+                float scale) {
   nn_optim_params p = {.kind = NN_OPT_SGD, .lr = lr, .momentum = v ? momentum : 0.0f};
-  nn_optim_step(theta, v, NULL, g, n, &p, 1, scale);
+  return nn_optim_step(theta, v, NULL, g, n, &p, 1, scale);
 }
 
 double nn_sumsq(const float *g, size_t n) {
@@ -85,22 +105,6 @@ float nn_clip_factor(double sumsq, float scale, float max_norm) {
   /* Written so that a NaN norm also lands on "no clipping". */
   if (max_norm <= 0.0f || !(norm > (double)max_norm) || isinf(norm)) return 1.0f;
   return (float)((double)max_norm / norm);
-}
-
-void nn_scale(float *g, size_t n, float factor) {
-  for (size_t i = 0; i < n; i++) g[i] *= factor;
-}
-
-int nn_all_finite(const float *x, size_t n) {
-  /* Inf and NaN are the floats whose exponent bits are all ones. An integer OR-reduction is
-   * branch-free and vectorizes (a float sum would be one long dependency chain). */
-  uint32_t bad = 0;
-  for (size_t i = 0; i < n; i++) {
-    uint32_t u;
-    memcpy(&u, &x[i], sizeof u);
-    bad |= (u & 0x7f800000u) == 0x7f800000u;
-  }
-  return !bad;
 }
 
 double nn_schedule_lr(const nn_schedule *s, long step) {

@@ -515,6 +515,12 @@ static int gather_batch(trainer *T, size_t k) {
  * slots (T->ctl) carry this rank's stop request and (rank 0) a checkpoint request; they are
  * summed with the gradient (after it, in one allreduce) or with shm's verdicts, so every rank
  * holds their sums and takes the same decision. */
+/* Some rank could not read its batch rows (T->ctl[CTL_DATA_ERROR] > 0 on every rank): all stop. */
+static int data_error(trainer *T, nn_error *e) {
+  *e = T->data_err;
+  return nn_comm_agree(e, T->comm);
+}
+
 static int train_step(trainer *T, size_t k, long step, double *sums, nn_error *e) {
   const nn_config *cfg = T->cfg;
   nn_model *m = &T->model;
@@ -558,46 +564,48 @@ static int train_step(trainer *T, size_t k, long step, double *sums, nn_error *e
     nn_model_zero_slices(&m->lay, &T->hook);
   }
   double t2 = now();
-  int finite = 1;
   double sumsq = 0.0;
-  if (shm) { /* sums and checks this rank's ranges only; the verdicts are shared */
-    if (nn_shm_reduce(&T->shm, T->range_lo, T->range_hi, T->n_ranges, T->ctl, &finite,
-                      cfg->clip_norm > 0 ? &sumsq : NULL, e))
+  int clipping = cfg->clip_norm > 0;
+  if (shm) { /* sums this rank's ranges across nodes; the verdicts are shared after the update */
+    if (nn_shm_reduce(&T->shm, T->range_lo, T->range_hi, T->n_ranges, T->ctl, clipping ? &sumsq : NULL, e))
       return e->code;
   } else if (overlap ? nn_grad_sync_wait(&T->sync, e)
                      : nn_comm_allreduce_sum(T->grad, n + NN_CONTROL, T->comm, e)) {
     return e->code;
   }
   double t3 = now();
-  if (T->ctl[CTL_DATA_ERROR] > 0) { /* some rank could not read its rows: all stop here */
-    *e = T->data_err;
-    return nn_comm_agree(e, T->comm);
-  }
-  /* Every rank holds the same reduced gradient (with shm: its ranges of it, and the verdicts on
-   * the whole), so every rank takes the same decision here. It updates its ranges: all of the
-   * parameters, or with shm its ranges of the node's shared copy. */
+  if (!shm && T->ctl[CTL_DATA_ERROR] > 0) /* some rank could not read its rows: all stop here */
+    return data_error(T, e);
+  /* Every rank holds the same reduced gradient (with shm: its ranges of it), so every rank
+   * takes the same decisions. It updates its ranges: all of the parameters, or with shm its
+   * ranges of the node's shared copy, and checks them for NaN and Inf in the same pass. */
   size_t whole_lo = 0, whole_hi = n;
   const size_t *lo = shm ? T->range_lo : &whole_lo, *hi = shm ? T->range_hi : &whole_hi;
   int n_ranges = shm ? T->n_ranges : 1;
-  if (!shm) finite = nn_all_finite(T->grad, n);
-  if (!finite)
-    return nn_fail(e, NN_ENUMERIC, "step %ld: the gradient holds NaN or Inf (learning rate too "
-                   "high, or bad input values?); stopped, earlier checkpoints are kept", step);
   float scale = 1.0f / (float)cfg->batch_size; /* summed gradient -> mean */
-  float clip = 1.0f;
-  if (cfg->clip_norm > 0) { /* the same reduced gradient everywhere: the same factor everywhere */
+  if (clipping) { /* the same reduced gradient everywhere: the same factor everywhere */
     if (!shm) sumsq = nn_sumsq(T->grad, n);
-    clip = nn_clip_factor(sumsq, scale, (float)cfg->clip_norm);
+    scale *= nn_clip_factor(sumsq, scale, (float)cfg->clip_norm);
   }
   T->lr = nn_schedule_lr(&T->schedule, step - 1);
   T->optim.lr = (float)T->lr;
+  int finite = 1;
   for (int i = 0; i < n_ranges; i++) {
     size_t at = lo[i], count = hi[i] - lo[i];
-    if (cfg->clip_norm > 0) nn_scale(T->grad + at, count, clip);
-    nn_optim_step(T->params + at, T->state[0] ? T->state[0] + at : NULL, T->state[1] ? T->state[1] + at : NULL,
-                  T->grad + at, count, &T->optim, step, scale);
+    finite &= nn_optim_step(T->params + at, T->state[0] ? T->state[0] + at : NULL,
+                            T->state[1] ? T->state[1] + at : NULL, T->grad + at, count, &T->optim,
+                            step, scale);
   }
-  if (shm) nn_shm_fence(&T->shm); /* the node's parameters are whole again */
+  if (shm) { /* the node's parameters are whole again; the node's verdicts and requests shared */
+    finite = nn_shm_fence(&T->shm, T->ctl, finite);
+    if (T->ctl[CTL_DATA_ERROR] > 0) return data_error(T, e);
+  }
+  /* On either failure the parameters in memory are not used again: the run stops, and the
+   * checkpoints already written are those of earlier steps. */
+  if (!finite)
+    return nn_fail(e, NN_ENUMERIC, "step %ld: the gradient or the updated parameters hold NaN or "
+                   "Inf (learning rate too high, or bad input values?); stopped, earlier checkpoints "
+                   "are kept", step);
   double t4 = now();
   T->t.io += t1 - t0;
   T->t.compute += (t2 - t1) + (t4 - t3);

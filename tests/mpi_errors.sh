@@ -105,14 +105,14 @@ done
 # ---- runtime: status 5 on NaN/Inf in training, status 1 when replicas diverge ----
 synth reg.h5 600 6 0 1 --targets 2
 for np in 1 2; do  # linear regression with a far too large step diverges to Inf, then NaN
-  expect 5 'the gradient holds NaN or Inf' $np good.ini --set data.train=reg.h5 --set model.layers=6,8,2 \
+  expect 5 'hold NaN or Inf' $np good.ini --set data.train=reg.h5 --set model.layers=6,8,2 \
     --set model.output=linear --set model.loss=mse --set train.learning_rate=1000
 done
 # allreduce = shm: each rank checks its slice of the gradient and the verdict is shared
-expect 5 'the gradient holds NaN or Inf' 3 good.ini --set data.train=reg.h5 --set model.layers=6,8,2 \
+expect 5 'hold NaN or Inf' 3 good.ini --set data.train=reg.h5 --set model.layers=6,8,2 \
   --set model.output=linear --set model.loss=mse --set train.learning_rate=1000 --set train.allreduce=shm
 # ... and across (test-hook) nodes of 2 ranks, where the verdicts also cross nodes
-expect 5 'the gradient holds NaN or Inf' 4 good.ini --set data.train=reg.h5 --set model.layers=6,8,2 \
+expect 5 'hold NaN or Inf' 4 good.ini --set data.train=reg.h5 --set model.layers=6,8,2 \
   --set model.output=linear --set model.loss=mse --set train.learning_rate=1000 --set train.allreduce=shm \
   --set debug.shm_node_ranks=2
 # shm needs the same number of ranks on every node: 4 ranks as nodes of 3 and 1 is a config error

@@ -207,7 +207,6 @@ static void test_adam_first_step(void) {
   CHECK_NEAR(th[1], 0.5 + 0.01, 0.01 * 1e-4);
   CHECK_NEAR(th[2], -0.5 - 0.01, 0.01 * 1e-4);
   CHECK_NEAR(th[3], 2.0, 0.0);
-  CHECK(nn_all_finite(th, 4));
 }
 
 /* Naive reference: the L2 norm of scale*g with a plain double loop. */
@@ -226,12 +225,8 @@ static void test_clip(void) {
   CHECK_NEAR(nn_clip_factor(25.0, 0.5f, 10.0f), 1.0, 0.0);  /* below the bound */
   CHECK_NEAR(nn_clip_factor(25.0, 0.5f, 0.0f), 1.0, 0.0);   /* clipping off */
   CHECK_NEAR(nn_clip_factor(25.0, 0.5f, -1.0f), 1.0, 0.0);
-  CHECK_NEAR(nn_clip_factor(NAN, 0.5f, 1.0f), 1.0, 0.0);    /* left for nn_all_finite */
+  CHECK_NEAR(nn_clip_factor(NAN, 0.5f, 1.0f), 1.0, 0.0);    /* left for nn_optim_step's check */
   CHECK_NEAR(nn_clip_factor(INFINITY, 0.5f, 1.0f), 1.0, 0.0);
-  nn_scale(g, 2, 0.4f);
-  CHECK_NEAR(g[0], 1.2, 1e-6);
-  CHECK_NEAR(g[1], -1.6, 1e-6);
-
   /* Squares in double: 1e20^2 overflows float but not double. */
   float big[2] = {1e20f, -1e20f};
   CHECK_NEAR(nn_sumsq(big, 2) / 2e40, 1.0, 1e-6);
@@ -243,9 +238,12 @@ static void test_clip(void) {
   CHECK_NEAR(sqrt(nn_sumsq(h, 7)) * scale, before, 1e-9 * before);
   float f = nn_clip_factor(nn_sumsq(h, 7), scale, max_norm);
   CHECK_NEAR(f, max_norm / before, 1e-7);
-  nn_scale(h, 7, f);
-  CHECK_NEAR(naive_norm(h, 7, scale), max_norm, 1e-6);
-  CHECK_NEAR(h[5], 8.0 * max_norm / before, 1e-6);
+  /* the trainer folds the factor into the update's scale: one SGD step with lr 1 from theta = 0
+   * moves theta by -scale*f*h, whose norm must be max_norm */
+  float theta[7] = {0};
+  CHECK_INT(nn_sgd_step(theta, NULL, h, 7, 1.0f, 0.0f, scale * f), 1);
+  CHECK_NEAR(naive_norm(theta, 7, 1.0f), max_norm, 1e-6);
+  CHECK_NEAR(theta[5], -8.0 * scale * max_norm / before, 1e-6);
 }
 
 static void test_schedules(void) {
@@ -288,11 +286,46 @@ static void test_schedules(void) {
   CHECK_NEAR(nn_schedule_lr(&s, 210), 0.01, 1e-12);
 }
 
-static void test_all_finite(void) {
-  float ok[3] = {1, -1e30f, 0}, bad_nan[3] = {1, NAN, 0}, bad_inf[3] = {1, 2, -INFINITY};
-  CHECK_INT(nn_all_finite(ok, 3), 1);
-  CHECK_INT(nn_all_finite(bad_nan, 3), 0);
-  CHECK_INT(nn_all_finite(bad_inf, 3), 0);
+/* The NaN/Inf check that nn_optim_step makes in its update pass, against a naive isfinite
+ * loop over g and the updated theta, for every optimizer. Lengths 1..19 put the bad value in
+ * the vectorized body and in the tail of the loop. */
+static int naive_all_finite(const float *x, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    if (!isfinite(x[i])) return 0;
+  return 1;
+}
+
+static void test_update_finite(void) {
+  const nn_optimizer kinds[] = {NN_OPT_SGD, NN_OPT_SGD, NN_OPT_NESTEROV, NN_OPT_ADAM, NN_OPT_ADAMW};
+  const float bad[] = {NAN, INFINITY, -INFINITY};
+  int cases = 0;
+  for (int k = 0; k < 5; k++) {
+    nn_optim_params p = {.kind = kinds[k], .lr = 0.1f, .momentum = k == 0 ? 0.0f : 0.9f,
+                         .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f, .weight_decay = 0.01f};
+    for (size_t n = 1; n <= 19; n += 3) {
+      for (size_t at = 0; at <= n; at++) { /* at == n: no bad value */
+        for (int b = 0; b < (at < n ? 3 : 1); b++) {
+          float g[19], theta[19], s0[19] = {0}, s1[19] = {0};
+          for (size_t i = 0; i < n; i++) {
+            g[i] = 0.25f * (float)i - 1.0f;
+            theta[i] = 0.5f - 0.1f * (float)i;
+          }
+          if (at < n) g[at] = bad[b];
+          int want = naive_all_finite(g, n);
+          int got = nn_optim_step(theta, s0, s1, g, n, &p, 1, 0.5f);
+          want = want && naive_all_finite(theta, n);
+          CHECK_INT(got, want);
+          CHECK_INT(got, at == n);
+          cases++;
+        }
+      }
+    }
+  }
+  CHECK(cases > 100);
+  /* a finite gradient whose update overflows theta is caught too */
+  float g[3] = {1e30f, 0.0f, 1.0f}, theta[3] = {-3e38f, 0.0f, 0.0f};
+  CHECK_INT(nn_sgd_step(theta, NULL, g, 3, 1e9f, 0.0f, 1.0f), 0);
+  CHECK(isinf(theta[0]));
 }
 
 int main(void) {
@@ -305,6 +338,6 @@ int main(void) {
   test_adam_first_step();
   test_clip();
   test_schedules();
-  test_all_finite();
+  test_update_finite();
   TEST_MAIN_END();
 }

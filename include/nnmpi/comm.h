@@ -48,8 +48,8 @@ int nn_grad_sync_wait(nn_grad_sync *s, nn_error *e);
  * each rank can compute 1/S of every layer for the node's whole batch (nn_node_step in model.h;
  * S ranks per node). The node's gradient then comes out summed over its rows without a
  * reduction, each rank holding its own ranges of it; nn_shm_reduce sums those ranges across
- * nodes (the ranks of the same node rank, MPI_Allreduce) and agrees on the step's verdicts; each
- * rank updates its ranges; nn_shm_fence ends the step. Needs the same number of ranks on every
+ * nodes (the ranks of the same node rank, MPI_Allreduce); each rank updates its ranges, checking
+ * them for NaN and Inf as it goes; nn_shm_fence ends the step and shares the verdicts. Needs the same number of ranks on every
  * node. */
 #define NN_SHM_MAX_EXTRA 8
 typedef struct nn_shm {
@@ -83,12 +83,16 @@ void nn_shm_free(nn_shm *s);
  * every rank of the node. ctx is an nn_shm (the nn_node_step sync callback). */
 void nn_shm_sync(void *ctx);
 /* This rank's ranges [lo[i], hi[i]) of the gradient are final for its node: sums them across
- * nodes; on return *finite and *sumsq (if not NULL) are those of the whole gradient and ctl
- * (extra slots) the sum over all ranks, the same on every rank. */
-int nn_shm_reduce(nn_shm *s, const size_t *lo, const size_t *hi, int n_ranges, float *ctl, int *finite,
+ * nodes, and ctl (extra slots) across the ranks of the same node rank. With sumsq not NULL
+ * (clipping), also the sum of squares of the whole gradient, the same on every rank (one
+ * barrier); else no barrier: each rank goes on to update the ranges it computed. */
+int nn_shm_reduce(nn_shm *s, const size_t *lo, const size_t *hi, int n_ranges, float *ctl,
                   double *sumsq, nn_error *e);
-/* After the update: every range is written before any rank reads the parameters again. */
-void nn_shm_fence(nn_shm *s);
+/* Ends the step after each rank's update of its ranges: one barrier, after which every range
+ * is written before any rank reads the parameters again. It also shares the verdicts: returns
+ * 1 when every rank of the node passed finite != 0, and ctl becomes the sum over all ranks.
+ * The same results on every rank, since nn_shm_reduce has summed across nodes. */
+int nn_shm_fence(nn_shm *s, float *ctl, int finite);
 /* World rank 0's n floats at buf (a shared buffer of nn_shm) to every node's copy. */
 int nn_shm_bcast(nn_shm *s, float *buf, size_t n, nn_error *e);
 

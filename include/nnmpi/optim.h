@@ -39,14 +39,16 @@ int nn_optim_state_count(const nn_optim_params *p);
  *   AdamW:         theta -= lr*wd*theta first (decoupled, Loshchilov & Hutter / PyTorch AdamW),
  *                  then the Adam rule with d = s*g.
  * state0/state1 (n each) as nn_optim_state_count says (NULL when unused). t is the 1-based
- * step count (t >= 1; only Adam/AdamW use it, for bias correction). */
-void nn_optim_step(float *theta, float *state0, float *state1, const float *g, size_t n,
-                   const nn_optim_params *p, long t, float scale);
+ * step count (t >= 1; only Adam/AdamW use it, for bias correction).
+ * Returns 1 when every g[i] and every updated theta[i] is finite, else 0 (the NaN/Inf check,
+ * in the same pass as the update; theta is updated all the same, and the caller stops). */
+int nn_optim_step(float *theta, float *state0, float *state1, const float *g, size_t n,
+                  const nn_optim_params *p, long t, float scale);
 
 /* SGD with optional heavy-ball momentum, kept for src/train.c: nn_optim_step with kind SGD and
  * no weight decay. With momentum == 0 (or v == NULL) v is untouched and theta -= lr*scale*g. */
-void nn_sgd_step(float *theta, float *v, const float *g, size_t n, float lr, float momentum,
-                 float scale);
+int nn_sgd_step(float *theta, float *v, const float *g, size_t n, float lr, float momentum,
+                float scale);
 
 /* ---- clipping by global norm ------------------------------------------------------------- */
 
@@ -57,15 +59,9 @@ double nn_sumsq(const float *g, size_t n);
 
 /* Factor that brings the mean-gradient norm sqrt(sumsq)*scale down to max_norm:
  * max_norm / norm when norm > max_norm, else 1. Returns 1 when max_norm <= 0 (clipping off) and
- * when the norm is NaN or Inf, so that nn_all_finite still sees the bad gradient rather than a
- * zeroed one. The caller applies it with nn_scale(g, n, factor). */
+ * when the norm is NaN or Inf, so that nn_optim_step's check still sees the bad gradient rather
+ * than a zeroed one. The caller multiplies the update's scale by it. */
 float nn_clip_factor(double sumsq, float scale, float max_norm);
-
-/* g[i] *= factor for g (n). */
-void nn_scale(float *g, size_t n, float factor);
-
-/* 1 when every x[i] of x (n) is finite, else 0. */
-int nn_all_finite(const float *x, size_t n);
 
 /* ---- learning-rate schedules ------------------------------------------------------------- */
 
