@@ -67,7 +67,7 @@ int nn_comm_sum_doubles(double *buf, int n, MPI_Comm comm, nn_error *e) {
 }
 
 int nn_comm_check_replicas(const float *params, size_t n, MPI_Comm comm, nn_error *e) {
-  uint64_t h = nn_hash_bytes(params, n * sizeof(float));
+  uint64_t h = nn_hash_floats(params, n);
   uint64_t mine[2] = {h, ~h}, all[2]; /* max(h) and ~min(h) in one reduction */
   if (MPI_Allreduce(mine, all, 2, MPI_UINT64_T, MPI_MAX, comm) != MPI_SUCCESS)
     return nn_fail(e, NN_EMPI, "MPI_Allreduce of the weight hash failed");

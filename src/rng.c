@@ -2,6 +2,7 @@
 #include "nnmpi/rng.h"
 
 #include <math.h>
+#include <string.h>
 
 static uint64_t mix64(uint64_t z) {
   z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
@@ -55,4 +56,26 @@ uint64_t nn_hash_bytes(const void *p, size_t n) {
   uint64_t h = 0xcbf29ce484222325ULL;
   for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 0x100000001b3ULL;
   return h;
+}
+
+uint64_t nn_hash_floats(const float *x, size_t n) {
+  const uint64_t basis = 0xcbf29ce484222325ULL, prime = 0x100000001b3ULL;
+  /* Four lanes: each multiply waits on the one before it in its lane only. The multiply by an
+   * odd prime is a bijection mod 2^64, so a difference in a lane survives to the end. */
+  uint64_t h[4] = {basis, basis ^ 1, basis ^ 2, basis ^ 3};
+  size_t i = 0;
+  for (; i + 4 <= n; i += 4)
+    for (int k = 0; k < 4; k++) {
+      uint32_t u;
+      memcpy(&u, &x[i + k], sizeof u);
+      h[k] = (h[k] ^ u) * prime;
+    }
+  for (; i < n; i++) {
+    uint32_t u;
+    memcpy(&u, &x[i], sizeof u);
+    h[i & 3] = (h[i & 3] ^ u) * prime;
+  }
+  uint64_t r = (basis ^ (uint64_t)n) * prime;
+  for (int k = 0; k < 4; k++) r = (r ^ h[k]) * prime;
+  return r;
 }

@@ -1,6 +1,7 @@
 /* The model's kernels against naive loops, the seed's worked example, and backprop against
  * central finite differences (in double) for every activation x output x loss combination. */
 #include <stdlib.h>
+#include <string.h>
 
 #include "nnmpi/model.h"
 #include "nnmpi/rng.h"
@@ -371,7 +372,34 @@ static void test_layout(void) {
   CHECK_INT(nn_count_correct(a, lab, 2, 3), 1);
 }
 
+/* The replica check's hash: equal buffers hash alike, and flipping any one bit of any float
+ * (in the 4-lane body or the tail) changes it, as does the length. */
+static void test_hash_floats(void) {
+  float x[11];
+  for (int i = 0; i < 11; i++) x[i] = 0.1f * (float)i - 0.3f;
+  for (size_t n = 1; n <= 11; n++) {
+    uint64_t h = nn_hash_floats(x, n);
+    CHECK(h == nn_hash_floats(x, n));
+    CHECK(h != nn_hash_floats(x, n - 1));
+    int same = 0;
+    for (size_t i = 0; i < n; i++)
+      for (int bit = 0; bit < 32; bit++) {
+        float y[11];
+        memcpy(y, x, sizeof y);
+        uint32_t u;
+        memcpy(&u, &y[i], sizeof u);
+        u ^= 1u << bit;
+        memcpy(&y[i], &u, sizeof u);
+        same += nn_hash_floats(y, n) == h;
+      }
+    CHECK_INT(same, 0);
+  }
+  float z[4] = {0}, nz[4] = {0, 0, 0, -0.0f}; /* -0 and +0 differ in bits: replicas must match bits */
+  CHECK(nn_hash_floats(z, 4) != nn_hash_floats(nz, 4));
+}
+
 int main(void) {
+  test_hash_floats();
   test_layout();
   test_kernels_match_reference();
   test_worked_example();

@@ -23,8 +23,13 @@ uint64_t nn_rng_below(nn_rng *r, uint64_t n);
 double nn_rng_uniform(nn_rng *r);
 /* Standard normal (Box-Muller). */
 double nn_rng_normal(nn_rng *r);
-/* 64-bit FNV-1a hash of n bytes (replica checks, config hashes). */
+/* 64-bit FNV-1a hash of n bytes (config and model-shape hashes kept in checkpoints). */
 uint64_t nn_hash_bytes(const void *p, size_t n);
+
+/* 64-bit hash of the bits of n floats, for comparing large buffers (the replica check): four
+ * interleaved FNV-1a lanes over 32-bit words, folded with n at the end. Any single differing
+ * bit changes it; about 10x faster than nn_hash_bytes on the same buffer. */
+uint64_t nn_hash_floats(const float *x, size_t n);
 /* In-place Fisher-Yates shuffle of idx[0..n). */
 void nn_rng_shuffle(nn_rng *r, size_t *idx, size_t n);
 
