@@ -544,7 +544,7 @@ static int train_step(trainer *T, size_t k, long step, double *sums, nn_error *e
   m->dropout_key = nn_rng_key(cfg->seed, (uint64_t)step, 0xd120u);
   double t_fwd = t1, t_bwd = t1;
   if (shm) { /* the node computes as one: every rank takes part, whatever it read */
-    if (!gathered) { /* rows the others will multiply: defined values; the step is dropped */
+    if (!gathered) { /* rows the others will multiply: defined values; all stop after the step */
       memset(T->batch_x, 0, B * (size_t)m->lay.n[0] * sizeof(float));
       if (labels) memset(labels, 0, B * sizeof *labels);
       else memset(targets, 0, B * (size_t)n_out * sizeof *targets);
