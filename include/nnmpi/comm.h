@@ -49,8 +49,8 @@ int nn_grad_sync_wait(nn_grad_sync *s, nn_error *e);
  * S ranks per node). The node's gradient then comes out summed over its rows without a
  * reduction, each rank holding its own ranges of it; nn_shm_reduce sums those ranges across
  * nodes (the ranks of the same node rank, MPI_Allreduce); each rank updates its ranges, checking
- * them for NaN and Inf as it goes; nn_shm_fence ends the step and shares the verdicts. Needs the same number of ranks on every
- * node. */
+ * them for NaN and Inf as it goes; nn_shm_fence ends the step and shares the verdicts. Needs
+ * the same number of ranks on every node. */
 #define NN_SHM_MAX_EXTRA 8
 typedef struct nn_shm {
   MPI_Comm node, cross;     /* the ranks sharing memory; the ranks of one node rank, over nodes */
