@@ -386,13 +386,14 @@ void nn_node_forward_layer(const nn_model *m, const nn_node_step *s, const float
   if (j1 == j0 || s->rows == 0) return;
   const float *W = params + lay->W_off[l], *b = params + lay->b_off[l];
   float *z = s->a[l];
+  /* z starts as the bias and the GEMM adds onto it (beta = 1): OpenBLAS then skips its own
+   * pass that zeroes C for beta = 0, and the activation pass has no bias to add */
+  for (size_t i = 0; i < s->rows; i++)
+    memcpy(z + i * (size_t)n_out + j0, b + j0, (size_t)(j1 - j0) * sizeof(float));
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)s->rows, j1 - j0, n_in, 1.0f, s->a[l - 1], n_in,
-              W + (size_t)j0 * (size_t)n_in, n_in, 0.0f, z + j0, n_out);
-  for (size_t i = 0; i < s->rows; i++) { /* bias and activation in one pass over each row's units */
-    float *zi = z + i * (size_t)n_out + j0;
-    for (int j = 0; j < j1 - j0; j++) zi[j] += b[j0 + j];
-    if (hidden) nn_activate(zi, m->hidden, 1, j1 - j0);
-  }
+              W + (size_t)j0 * (size_t)n_in, n_in, 1.0f, z + j0, n_out);
+  if (hidden)
+    for (size_t i = 0; i < s->rows; i++) nn_activate(z + i * (size_t)n_out + j0, m->hidden, 1, j1 - j0);
   if (hidden && dropout_on(m))
     nn_dropout_forward_cols(z, s->mask[l], (size_t)n_out, m->dropout, m->dropout_key + (uint64_t)l, s->row_ids,
                             s->rows, j0, j1);
