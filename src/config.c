@@ -36,6 +36,7 @@ static const int init_v[] = {-1, NN_INIT_HE, NN_INIT_XAVIER};
 static const int optimizer_v[] = {NN_OPT_SGD, NN_OPT_NESTEROV, NN_OPT_ADAM, NN_OPT_ADAMW};
 static const int reader_v[] = {NN_READER_MPIO, NN_READER_POSIX};
 static const int allreduce_v[] = {NN_ALLREDUCE_AUTO, NN_ALLREDUCE_OVERLAP, NN_ALLREDUCE_BLOCKING, NN_ALLREDUCE_SHM};
+static const int node_split_v[] = {NN_SPLIT_AUTO, NN_SPLIT_ROWS, NN_SPLIT_UNITS};
 static const int schedule_v[] = {NN_SCHED_CONSTANT, NN_SCHED_STEP, NN_SCHED_COSINE};
 
 static const key keys[] = {
@@ -83,6 +84,7 @@ static const key keys[] = {
     {"train", "patience", K_INT, F(patience), 0, "0", 0, 1e9, 0, "a non-negative integer (0 = off)", NULL, NULL},
     {"train", "clip_norm", K_FLOAT, F(clip_norm), 0, "0", 0, 1e30, 0, "a non-negative number (0 = off)", NULL, NULL},
     {"train", "allreduce", K_ENUM, F(allreduce), 0, "auto", 0, 0, 0, NULL, "auto|overlap|blocking|shm", allreduce_v},
+    {"train", "node_split", K_ENUM, F(node_split), 0, "auto", 0, 0, 0, NULL, "auto|rows|units", node_split_v},
     {"train", "blas_threads", K_INT, F(blas_threads), 0, "1", 1, 1024, 0, "an integer in [1, 1024]", NULL, NULL},
     {"checkpoint", "dir", K_STR, F(ckpt_dir), S(ckpt_dir), "checkpoints", 0, 0, 0, "a directory path", NULL, NULL},
     {"checkpoint", "every", K_INT, F(ckpt_every), 0, "1", 0, 1e9, 0, "a non-negative integer", NULL, NULL},

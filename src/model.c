@@ -343,14 +343,9 @@ static size_t width_sum(const nn_layout *lay, int hidden_only) {
   return w;
 }
 
-static size_t width_max(const nn_layout *lay) {
-  size_t w = 0;
-  for (int l = 0; l <= lay->L; l++) w = (size_t)lay->n[l] > w ? (size_t)lay->n[l] : w;
-  return w;
-}
-
 size_t nn_node_step_row_bytes(const nn_model *m) {
-  return (width_sum(&m->lay, 0) + 2 * width_max(&m->lay)) * sizeof(float) + sizeof(size_t);
+  /* a^0..a^L, then delta^1..delta^L within a second sum of all widths; the row id */
+  return 2 * width_sum(&m->lay, 0) * sizeof(float) + sizeof(size_t);
 }
 
 size_t nn_node_step_mask_bytes(const nn_model *m) {
@@ -363,17 +358,21 @@ static char *carve(char **at, size_t bytes) {
   return p;
 }
 
+size_t nn_node_step_mask_rows(const nn_node_step *s) { return s->by_units ? s->rows : s->B; }
+
 void nn_node_step_bind(nn_node_step *s, const nn_model *m, void *shared, float *masks) {
   const nn_layout *lay = &m->lay;
   char *at = (char *)(((uintptr_t)shared + 63) / 64 * 64);
   size_t R = s->rows;
-  for (int l = 0; l <= lay->L; l++) s->a[l] = (float *)carve(&at, R * (size_t)lay->n[l] * sizeof(float));
-  for (int k = 0; k < 2; k++) s->delta[k] = (float *)carve(&at, R * width_max(lay) * sizeof(float));
-  s->row_ids = (size_t *)carve(&at, R * sizeof(size_t));
+  memset(s->a, 0, sizeof s->a);
+  memset(s->delta, 0, sizeof s->delta);
   memset(s->mask, 0, sizeof s->mask);
+  for (int l = 0; l <= lay->L; l++) s->a[l] = (float *)carve(&at, R * (size_t)lay->n[l] * sizeof(float));
+  for (int l = 1; l <= lay->L; l++) s->delta[l] = (float *)carve(&at, R * (size_t)lay->n[l] * sizeof(float));
+  s->row_ids = (size_t *)carve(&at, R * sizeof(size_t));
   for (int l = 1; masks && l < lay->L; l++) {
     s->mask[l] = masks;
-    masks += R * (size_t)lay->n[l];
+    masks += nn_node_step_mask_rows(s) * (size_t)lay->n[l];
   }
 }
 
@@ -381,10 +380,21 @@ static int dropout_on(const nn_model *m) { return m->dropout > 0 && m->dropout_r
 
 void nn_node_forward_layer(const nn_model *m, const nn_node_step *s, const float *params, int l) {
   const nn_layout *lay = &m->lay;
-  int n_in = lay->n[l - 1], n_out = lay->n[l], j0, j1, hidden = l < lay->L;
-  nn_part(n_out, s->part, s->parts, &j0, &j1);
-  if (j1 == j0 || s->rows == 0) return;
+  int n_in = lay->n[l - 1], n_out = lay->n[l], hidden = l < lay->L, j0, j1;
   const float *W = params + lay->W_off[l], *b = params + lay->b_off[l];
+  if (!s->by_units) { /* this rank's rows, every unit, as nn_model_forward */
+    size_t B = s->B, r0 = s->row0;
+    if (B == 0) return;
+    float *a = s->a[l] + r0 * (size_t)n_out;
+    nn_dense_forward(a, s->a[l - 1] + r0 * (size_t)n_in, W, b, B, n_in, n_out);
+    if (!hidden) return;
+    nn_activate(a, m->hidden, B, n_out);
+    if (dropout_on(m))
+      nn_dropout_forward(a, s->mask[l], m->dropout, m->dropout_key + (uint64_t)l, s->row_ids + r0, B, n_out);
+    return;
+  }
+  nn_part(n_out, s->part, s->parts, &j0, &j1); /* every row, this part's units */
+  if (j1 == j0 || s->rows == 0) return;
   float *z = s->a[l];
   /* z starts as the bias and the GEMM adds onto it (beta = 1): OpenBLAS then skips its own
    * pass that zeroes C for beta = 0, and the activation pass has no bias to add */
@@ -392,33 +402,56 @@ void nn_node_forward_layer(const nn_model *m, const nn_node_step *s, const float
     memcpy(z + i * (size_t)n_out + j0, b + j0, (size_t)(j1 - j0) * sizeof(float));
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)s->rows, j1 - j0, n_in, 1.0f, s->a[l - 1], n_in,
               W + (size_t)j0 * (size_t)n_in, n_in, 1.0f, z + j0, n_out);
-  if (hidden)
-    for (size_t i = 0; i < s->rows; i++) nn_activate(z + i * (size_t)n_out + j0, m->hidden, 1, j1 - j0);
-  if (hidden && dropout_on(m))
+  if (!hidden) return;
+  for (size_t i = 0; i < s->rows; i++) nn_activate(z + i * (size_t)n_out + j0, m->hidden, 1, j1 - j0);
+  if (dropout_on(m))
     nn_dropout_forward_cols(z, s->mask[l], (size_t)n_out, m->dropout, m->dropout_key + (uint64_t)l, s->row_ids,
                             s->rows, j0, j1);
 }
 
 double nn_node_output(const nn_model *m, const nn_node_step *s, const int32_t *labels, const float *targets) {
   int L = m->lay.L, n = m->lay.n[L];
+  if (s->B == 0) return 0.0;
   float *a = s->a[L] + s->row0 * (size_t)n;
   double loss = nn_output_forward(a, m->output, m->loss, labels, targets, s->B, n);
-  nn_output_delta(s->delta[L & 1] + s->row0 * (size_t)n, a, m->output, m->loss, labels, targets, s->B, n);
+  nn_output_delta(s->delta[L] + s->row0 * (size_t)n, a, m->output, m->loss, labels, targets, s->B, n);
   return loss;
 }
 
-void nn_node_backward_layer(const nn_model *m, const nn_node_step *s, const float *params, float *grad,
-                            int l) {
+void nn_node_delta_layer(const nn_model *m, const nn_node_step *s, const float *params, int l) {
   const nn_layout *lay = &m->lay;
-  int n_in = lay->n[l - 1], n_out = lay->n[l], j0, j1, k0, k1;
+  int n_in = lay->n[l - 1], n_out = lay->n[l], k0 = 0, k1 = n_in;
+  size_t r0 = s->by_units ? 0 : s->row0, rows = s->by_units ? s->rows : s->B;
+  if (s->by_units) nn_part(n_in, s->part, s->parts, &k0, &k1);
+  if (k1 == k0 || rows == 0) return;
+  /* columns [k0, k1) of delta^{l-1} = (delta^l W^l) ⊙ sigma'(z^{l-1}) for rows [r0, r0 + rows):
+   * by units, the units of layer l-1 this part computed in the forward pass, every row; by rows,
+   * every unit, this rank's rows. Either way the dropout masks read are this rank's own. */
+  float *dp = s->delta[l - 1] + r0 * (size_t)n_in;
+  const float *ap = s->a[l - 1] + r0 * (size_t)n_in, *mask = s->mask[l - 1];
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, k1 - k0, n_out, 1.0f,
+              s->delta[l] + r0 * (size_t)n_out, n_out, params + lay->W_off[l] + k0, n_in, 0.0f, dp + k0, n_in);
+  for (size_t i = 0; i < rows; i++) {
+    size_t at = i * (size_t)n_in + (size_t)k0;
+    if (dropout_on(m))
+      nn_dropout_backward(dp + at, ap + at, mask + at, m->hidden, (size_t)(k1 - k0));
+    else
+      nn_activate_backward(dp + at, ap + at, m->hidden, (size_t)(k1 - k0));
+  }
+}
+
+void nn_node_grad_units(const nn_model *m, const nn_node_step *s, float *grad) {
+  const nn_layout *lay = &m->lay;
   size_t R = s->rows;
-  const float *d = s->delta[l & 1], *a_prev = s->a[l - 1], *W = params + lay->W_off[l];
-  nn_part(n_out, s->part, s->parts, &j0, &j1);
-  if (j1 > j0) { /* rows [j0, j1) of dW^l and db^l, summed over the node's R rows */
+  for (int l = lay->L; l >= 1; l--) { /* rows [j0, j1) of dW^l and db^l, summed over the R rows */
+    int n_in = lay->n[l - 1], n_out = lay->n[l], j0, j1;
+    nn_part(n_out, s->part, s->parts, &j0, &j1);
+    if (j1 == j0) continue;
+    const float *d = s->delta[l];
     float *dW = grad + lay->W_off[l] + (size_t)j0 * (size_t)n_in, *db = grad + lay->b_off[l] + j0;
     if (R > 0)
-      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, j1 - j0, n_in, (int)R, 1.0f, d + j0, n_out, a_prev,
-                  n_in, 0.0f, dW, n_in);
+      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, j1 - j0, n_in, (int)R, 1.0f, d + j0, n_out,
+                  s->a[l - 1], n_in, 0.0f, dW, n_in);
     else
       memset(dW, 0, (size_t)(j1 - j0) * (size_t)n_in * sizeof(float));
     memset(db, 0, (size_t)(j1 - j0) * sizeof(float));
@@ -427,39 +460,28 @@ void nn_node_backward_layer(const nn_model *m, const nn_node_step *s, const floa
       for (int j = 0; j < j1 - j0; j++) db[j] += di[j];
     }
   }
-  nn_part(n_in, s->part, s->parts, &k0, &k1);
-  if (l == 1 || k1 == k0 || R == 0) return;
-  /* columns [k0, k1) of delta^{l-1} = (delta^l W^l) ⊙ sigma'(z^{l-1}): the units of layer l-1
-   * this part computed in the forward pass, so their dropout masks are its own */
-  float *dp = s->delta[(l - 1) & 1];
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)R, k1 - k0, n_out, 1.0f, d, n_out, W + k0, n_in,
-              0.0f, dp + k0, n_in);
-  for (size_t i = 0; i < R; i++) {
-    size_t at = i * (size_t)n_in + (size_t)k0;
-    if (dropout_on(m))
-      nn_dropout_backward(dp + at, a_prev + at, s->mask[l - 1] + at, m->hidden, (size_t)(k1 - k0));
-    else
-      nn_activate_backward(dp + at, a_prev + at, m->hidden, (size_t)(k1 - k0));
-  }
 }
 
 double nn_node_forward(const nn_model *m, const nn_node_step *s, const float *params, const int32_t *labels,
                        const float *targets) {
-  s->sync(s->ctx); /* every rank's input rows are in */
+  if (s->by_units) s->sync(s->ctx); /* every rank's input rows are in */
   for (int l = 1; l <= m->lay.L; l++) {
     nn_node_forward_layer(m, s, params, l);
-    s->sync(s->ctx);
+    if (s->by_units) s->sync(s->ctx); /* layer l's units are all in */
   }
-  double loss = nn_node_output(m, s, labels, targets);
-  s->sync(s->ctx);
-  return loss;
+  return nn_node_output(m, s, labels, targets);
 }
 
 void nn_node_backward(const nn_model *m, const nn_node_step *s, const float *params, float *grad) {
-  for (int l = m->lay.L; l >= 1; l--) {
-    nn_node_backward_layer(m, s, params, grad, l);
-    if (l > 1) s->sync(s->ctx);
+  if (s->by_units) s->sync(s->ctx); /* delta^L of every rank's rows is in */
+  for (int l = m->lay.L; l >= 2; l--) {
+    nn_node_delta_layer(m, s, params, l);
+    if (s->by_units) s->sync(s->ctx); /* delta^{l-1}'s units are all in, and W^l is read */
   }
+  /* By rows: every rank's rows of delta are in, and no rank reads W any more this step, so
+   * each may update its ranges once its gradient rows are done (by units, the syncs above). */
+  if (!s->by_units) s->sync(s->ctx);
+  nn_node_grad_units(m, s, grad);
 }
 
 static int argmax(const float *r, int n) {

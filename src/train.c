@@ -75,7 +75,7 @@ typedef struct trainer {
   nn_shm shm;                      /* node-shared memory ([train] allreduce = shm): params,
                                       state and grad then point into it */
   nn_node_step node;               /* shm: the node-sliced step's buffers and this rank's part */
-  float *node_masks;               /* shm with dropout: this rank's masks (node rows x hidden) */
+  float *node_masks;               /* shm with dropout: this rank's masks (its rows x hidden) */
   size_t range_lo[2 * NN_MAX_LAYERS], range_hi[2 * NN_MAX_LAYERS]; /* shm: gradient ranges */
   int n_ranges;                    /* this rank computes and updates */
   float *batch_x;                  /* where gather_batch puts this rank's input rows ... */
@@ -177,9 +177,12 @@ static void print_header(const trainer *T) {
            s->val_rows, T->cfg->validation_fraction);
   if (T->mode == NN_ALLREDUCE_SHM)
     printf("gradient sum: shm: %d rank%s per node share one copy of the parameters, optimizer state "
-           "and gradient, and compute the node's %zu rows together, each 1/%d of every layer's units%s\n",
-           T->shm.node_size, T->shm.node_size > 1 ? "s" : "", T->shm.rows, T->shm.node_size,
-           T->shm.nodes > 1 ? "; the gradient is summed across nodes with MPI_Allreduce" : "");
+           "and gradient, and compute the node's %zu rows together, split by %s%s; each rank computes "
+           "1/%d of the gradient's rows%s\n",
+           T->shm.node_size, T->shm.node_size > 1 ? "s" : "", T->shm.rows, T->node.by_units ? "units" : "rows",
+           cfg->node_split != NN_SPLIT_AUTO ? ""
+           : T->node.by_units ? " (auto: a layer's weights take 8 MiB or more)" : " (auto: every layer's weights take under 8 MiB)",
+           T->shm.node_size, T->shm.nodes > 1 ? "; the gradient is summed across nodes with MPI_Allreduce" : "");
   else
     printf("gradient sum: %s%s\n", T->mode == NN_ALLREDUCE_OVERLAP ? "overlap: MPI_Iallreduce per slice during backprop"
            : "blocking: one MPI_Allreduce after backprop", cfg->allreduce != NN_ALLREDUCE_AUTO ? ""
@@ -293,6 +296,25 @@ static double peak_rss_mib(void) {
 
 /* Everything that can fail before the first step, each failure agreed by all ranks. */
 
+/* The largest W^l of the model, in bytes. */
+static size_t widest_layer_bytes(const nn_layout *lay) {
+  size_t w = 0;
+  for (int l = 1; l <= lay->L; l++) {
+    size_t b = (size_t)lay->n[l] * (size_t)lay->n[l - 1] * sizeof(float);
+    w = b > w ? b : w;
+  }
+  return w;
+}
+
+/* [train] node_split. By rows, each rank multiplies all of W^l by its own rows, with one sync a
+ * step; by units, 1/S of W^l by all the node's rows, with 2L + 1 syncs. Measured on 2 ranks
+ * (README, Measured results): by rows was faster on the 784-256-128-10 MLP (largest W 0.8 MB),
+ * by units on the 1024-4096-4096-1024 one (64 MB): auto puts the line at NN_NODE_UNITS_BYTES. */
+static int node_by_units(const trainer *T) {
+  if (T->cfg->node_split != NN_SPLIT_AUTO) return T->cfg->node_split == NN_SPLIT_UNITS;
+  return widest_layer_bytes(&T->model.lay) >= NN_NODE_UNITS_BYTES;
+}
+
 /* shm: point the parameters, state and gradient into the node's shared memory, lay out the
  * node's batch buffers, and list the gradient ranges this rank's part computes and updates:
  * rows [j0, j1) of every W^l, and the same entries of b^l. */
@@ -303,11 +325,12 @@ static int bind_node_step(trainer *T, nn_error *e) {
   T->grad = sh->grad;
   for (int i = 0; i < T->n_state; i++) T->state[i] = sh->state[i];
   T->ctl = T->ctl_own;
-  T->node = (nn_node_step){.part = sh->node_rank, .parts = sh->node_size, .rows = sh->rows,
-                           .row0 = sh->row0, .B = T->shard.local_batch, .sync = nn_shm_sync, .ctx = sh};
-  size_t mask_bytes = nn_node_step_mask_bytes(&T->model);
-  if (mask_bytes && !(T->node_masks = malloc(sh->rows * mask_bytes)))
-    nn_fail(e, NN_ENOMEM, "cannot allocate the dropout masks of the node's %zu rows", sh->rows);
+  T->node = (nn_node_step){.part = sh->node_rank, .parts = sh->node_size, .by_units = node_by_units(T),
+                           .rows = sh->rows, .row0 = sh->row0, .B = T->shard.local_batch,
+                           .sync = nn_shm_sync, .ctx = sh};
+  size_t mask_rows = nn_node_step_mask_rows(&T->node), mask_bytes = nn_node_step_mask_bytes(&T->model);
+  if (mask_bytes && !(T->node_masks = malloc(mask_rows * mask_bytes + 1))) /* +1: never malloc(0) */
+    nn_fail(e, NN_ENOMEM, "cannot allocate the dropout masks of %zu rows", mask_rows);
   if (nn_comm_agree(e, T->comm)) return e->code;
   nn_node_step_bind(&T->node, &T->model, sh->batch, T->node_masks);
   T->batch_x = T->node.a[0] + sh->row0 * (size_t)lay->n[0];
@@ -813,7 +836,8 @@ static void report_memory(const trainer *T) {
   if (T->mode == NN_ALLREDUCE_SHM) {
     copies = 1.0 + T->n_state + 1.0 / T->shm.node_size;
     size_t eval_floats = (size_t)(m->a[lay->L] - m->a[0]) + m->batch_cap * (size_t)lay->n[lay->L];
-    acts = (double)T->shm.rows * (double)(nn_node_step_row_bytes(m) + nn_node_step_mask_bytes(m)) +
+    acts = (double)T->shm.rows * (double)nn_node_step_row_bytes(m) +
+           (double)nn_node_step_mask_rows(&T->node) * (double)nn_node_step_mask_bytes(m) +
            (T->have_test || T->shard.val_rows ? (double)eval_floats * sizeof(float) : 0.0);
   }
   double params = (double)lay->n_params * sizeof(float) * copies / MiB;

@@ -45,7 +45,8 @@ for cfg in cls reg; do
         fail "$cfg shuffle=$shuffle -np $np exited non-zero"; cat "$dir.log"; continue
       fi
       grep -q "replicas diverged" "$dir.log" && fail "$cfg -np $np: replicas diverged"
-      want="gradient sum: shm"; [ "$np" = 1 ] && want="(auto: one rank per node, nothing to share)"
+      want="split by rows (auto: every layer's weights take under 8 MiB)" # gradient sum: shm
+      [ "$np" = 1 ] && want="(auto: one rank per node, nothing to share)"
       grep -qF "$want" "$dir.log" || fail "$cfg -np $np: auto did not pick what it should: $want"
       [ "$np" = 1 ] && continue
       if out=$("$NNMPI_CKPT_DIFF" "$(ckpt_at "ck_${cfg}_${shuffle}_1" 3)" "$(ckpt_at "$dir" 3)" 1e-5); then
@@ -74,21 +75,25 @@ for mode in blocking overlap; do
   done
 done
 
-# The node computing as one (allreduce = shm, what auto picks from 2 ranks per node: every rank
-# computes and updates 1/S of every layer's units, in memory the node's ranks share) against
-# blocking runs, at every rank count: with momentum, and with Adam and clipping tight enough to
-# act on every step (its norm is summed over the ranks' ranges).
+# The node computing as one (allreduce = shm, what auto picks from 2 ranks per node: the ranks
+# share one copy of the model and the node's batch, and split the forward pass and the deltas by
+# rows or by units, then the gradient's rows) against blocking runs, at every rank count, both
+# splits: with momentum, and with Adam and clipping tight enough to act on every step (its norm
+# is summed over the ranks' ranges).
 adam=(--set train.optimizer=adam --set train.learning_rate=0.01 --set train.clip_norm=0.05)
 run_np 1 "$NNMPI_BIN" cls.ini "${adam[@]}" --set train.allreduce=blocking --set checkpoint.dir=ck_adam_1 > adam_1.log 2>&1 \
   || { fail "adam -np 1 exited non-zero"; cat adam_1.log; }
-for np in 1 2 3 4; do
-  for kind in momentum adam; do
-    dir="ck_shm_${kind}_$np" ref=ck_blocking_2 extra=()
-    [ "$kind" = adam ] && ref=ck_adam_1 extra=("${adam[@]}")
-    run_np "$np" "$NNMPI_BIN" cls.ini "${extra[@]}" --set train.allreduce=shm --set checkpoint.dir="$dir" > "$dir.log" 2>&1 \
-      || { fail "shm $kind -np $np exited non-zero"; cat "$dir.log"; continue; }
-    out=$("$NNMPI_CKPT_DIFF" "$(ckpt_at "$ref" 3)" "$(ckpt_at "$dir" 3)" 1e-5) \
-      && pass "allreduce = shm, $kind, -np $np vs blocking: $out" || fail "shm $kind -np $np: $out"
+for split in rows units; do
+  for np in 1 2 3 4; do
+    for kind in momentum adam; do
+      dir="ck_shm_${split}_${kind}_$np" ref=ck_blocking_2 extra=()
+      [ "$kind" = adam ] && ref=ck_adam_1 extra=("${adam[@]}")
+      run_np "$np" "$NNMPI_BIN" cls.ini "${extra[@]}" --set train.allreduce=shm --set train.node_split=$split \
+        --set checkpoint.dir="$dir" > "$dir.log" 2>&1 || { fail "shm $split $kind -np $np exited non-zero"; cat "$dir.log"; continue; }
+      grep -q "split by $split" "$dir.log" || fail "shm $split -np $np: the header names another split"
+      out=$("$NNMPI_CKPT_DIFF" "$(ckpt_at "$ref" 3)" "$(ckpt_at "$dir" 3)" 1e-5) \
+        && pass "allreduce = shm by $split, $kind, -np $np vs blocking: $out" || fail "shm $split $kind -np $np: $out"
+    done
   done
 done
 "$NNMPI_CKPT_DIFF" "$(ckpt_at ck_blocking_2 3)" "$(ckpt_at ck_adam_1 3)" 1e-3 > /dev/null \
@@ -96,16 +101,17 @@ done
 
 # shm across nodes, on one host: [debug] shm_node_ranks groups consecutive ranks as "nodes", so
 # each slice is also summed across them with MPI_Allreduce (4 ranks as 2 nodes of 2, 3 as 3 of 1).
-for layout in "4 2" "3 1"; do
-  read -r np per <<< "$layout"
+for layout in "4 2 rows" "3 1 rows" "4 2 units"; do
+  read -r np per split <<< "$layout"
   for kind in momentum adam; do
-    dir="ck_nodes_${kind}_${np}_$per" ref=ck_blocking_2 extra=()
+    dir="ck_nodes_${kind}_${np}_${per}_$split" ref=ck_blocking_2 extra=()
     [ "$kind" = adam ] && ref=ck_adam_1 extra=("${adam[@]}")
     run_np "$np" "$NNMPI_BIN" cls.ini "${extra[@]}" --set train.allreduce=shm --set debug.shm_node_ranks="$per" \
-      --set checkpoint.dir="$dir" > "$dir.log" 2>&1 || { fail "shm $np ranks as nodes of $per exited non-zero"; cat "$dir.log"; continue; }
+      --set train.node_split=$split --set checkpoint.dir="$dir" > "$dir.log" 2>&1 \
+      || { fail "shm $np ranks as nodes of $per exited non-zero"; cat "$dir.log"; continue; }
     grep -q "summed across nodes" "$dir.log" || fail "shm $np ranks as nodes of $per: not summed across nodes"
     out=$("$NNMPI_CKPT_DIFF" "$(ckpt_at "$ref" 3)" "$(ckpt_at "$dir" 3)" 1e-5) \
-      && pass "allreduce = shm, $kind, $np ranks as nodes of $per vs blocking: $out" || fail "shm nodes $kind $np/$per: $out"
+      && pass "allreduce = shm by $split, $kind, $np ranks as nodes of $per vs blocking: $out" || fail "shm nodes $split $kind $np/$per: $out"
   done
 done
 

@@ -284,11 +284,13 @@ static void test_backward_hook(void) {
   nn_model_free(&m);
 }
 
-/* The node-sliced step, its phases run part by part as S ranks would between their syncs,
- * against nn_model_forward/backward over the same R rows: the same loss, outputs and gradient
- * (every entry written), with and without dropout, with uneven rows per rank and with layers
- * narrower than S (empty parts). */
-static void node_step_case(int S, float dropout, nn_act hidden) {
+/* The node step, its phases run part by part as S ranks would between their syncs, against
+ * nn_model_forward/backward over the same R rows: the same loss, outputs and gradient (every
+ * entry written), split by units and by rows, with and without dropout, with uneven rows per
+ * rank and with layers narrower than S (empty parts). The shared buffers start as NaN, and by
+ * rows each rank runs all of its phases before the next rank starts: a phase that read another
+ * rank's rows before the sync would read NaN. */
+static void node_step_case(int S, float dropout, nn_act hidden, int by_units) {
   enum { R = 11, L = 3 };
   int sizes[L + 1] = {13, 17, 4, 3};
   static const size_t rows_of[6][5] = {{0}, {R}, {4, 7}, {5, 0, 6}, {2, 3, 0, 6}, {3, 2, 0, 4, 2}};
@@ -311,33 +313,49 @@ static void node_step_case(int S, float dropout, nn_act hidden) {
   double loss_ref = nn_model_forward(&m, params, R, labels, NULL);
   nn_model_backward(&m, params, gref, R, labels, NULL, NULL);
 
-  char *shared = malloc(R * nn_node_step_row_bytes(&m) + NN_NODE_STEP_SLACK);
+  size_t shared_bytes = R * nn_node_step_row_bytes(&m) + NN_NODE_STEP_SLACK;
+  char *shared = malloc(shared_bytes);
+  for (size_t i = 0; i + sizeof(float) <= shared_bytes; i += sizeof(float)) {
+    float nan = NAN;
+    memcpy(shared + i, &nan, sizeof nan);
+  }
   float *masks[5];
   nn_node_step st[5];
   size_t row0 = 0;
   for (int q = 0; q < S; q++) {
-    st[q] = (nn_node_step){.part = q, .parts = S, .rows = R, .row0 = row0, .B = rows_q[q]};
+    st[q] = (nn_node_step){.part = q, .parts = S, .by_units = by_units, .rows = R, .row0 = row0, .B = rows_q[q]};
     row0 += rows_q[q];
-    masks[q] = nn_node_step_mask_bytes(&m) ? malloc(R * nn_node_step_mask_bytes(&m)) : NULL;
+    size_t mask_bytes = nn_node_step_mask_rows(&st[q]) * nn_node_step_mask_bytes(&m);
+    masks[q] = mask_bytes ? malloc(mask_bytes) : NULL;
     nn_node_step_bind(&st[q], &m, shared, masks[q]);
   }
   CHECK_INT(row0, R);
   memcpy(st[0].a[0], m.a[0], R * 13 * sizeof(float));
   memcpy(st[0].row_ids, ids, sizeof ids);
   for (size_t i = 0; i < n; i++) grad[i] = NAN; /* every entry must be written */
-  for (int l = 1; l <= L; l++)
-    for (int q = 0; q < S; q++) nn_node_forward_layer(&m, &st[q], params, l);
   double loss = 0;
-  for (int q = 0; q < S; q++) loss += nn_node_output(&m, &st[q], labels + st[q].row0, NULL);
-  for (int l = L; l >= 1; l--)
-    for (int q = 0; q < S; q++) nn_node_backward_layer(&m, &st[q], params, grad, l);
+  if (by_units) { /* a sync after every phase: each phase for every part, then the next */
+    for (int l = 1; l <= L; l++)
+      for (int q = 0; q < S; q++) nn_node_forward_layer(&m, &st[q], params, l);
+    for (int q = 0; q < S; q++) loss += nn_node_output(&m, &st[q], labels + st[q].row0, NULL);
+    for (int l = L; l >= 2; l--)
+      for (int q = 0; q < S; q++) nn_node_delta_layer(&m, &st[q], params, l);
+  } else { /* no sync until the deltas are done: each part runs them all in turn */
+    for (int q = 0; q < S; q++) {
+      for (int l = 1; l <= L; l++) nn_node_forward_layer(&m, &st[q], params, l);
+      loss += nn_node_output(&m, &st[q], labels + st[q].row0, NULL);
+      for (int l = L; l >= 2; l--) nn_node_delta_layer(&m, &st[q], params, l);
+    }
+  }
+  for (int q = 0; q < S; q++) nn_node_grad_units(&m, &st[q], grad);
   CHECK_NEAR(loss, loss_ref, 1e-4 * fabs(loss_ref));
   double worst = 0;
   for (int i = 0; i < R * 3; i++) worst = fmax(worst, fabs((double)st[0].a[L][i] - m.a[L][i]));
   CHECK(worst < 1e-5);
   worst = 0;
   for (size_t i = 0; i < n; i++) worst = fmax(worst, fabs((double)grad[i] - gref[i]) / (1 + fabs(gref[i])));
-  if (!(worst < 1e-5)) fprintf(stderr, "node step S=%d dropout=%g: gradient differs by %g\n", S, dropout, worst);
+  if (!(worst < 1e-5))
+    fprintf(stderr, "node step S=%d dropout=%g by_units=%d: gradient differs by %g\n", S, dropout, by_units, worst);
   CHECK(worst < 1e-5); /* also fails on a NaN: an entry nobody wrote */
   for (int q = 0; q < S; q++) free(masks[q]);
   free(shared), free(params), free(gref), free(grad);
@@ -346,8 +364,10 @@ static void node_step_case(int S, float dropout, nn_act hidden) {
 
 static void test_node_step(void) {
   for (int S = 1; S <= 5; S++) {
-    node_step_case(S, 0.0f, NN_ACT_TANH);
-    node_step_case(S, 0.3f, NN_ACT_RELU);
+    for (int by_units = 0; by_units <= 1; by_units++) {
+      node_step_case(S, 0.0f, NN_ACT_TANH, by_units);
+      node_step_case(S, 0.3f, NN_ACT_RELU, by_units);
+    }
   }
   nn_rng a, b; /* skip-ahead lands where the draws would */
   nn_rng_init(&a, 5);

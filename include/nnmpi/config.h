@@ -26,6 +26,11 @@ typedef enum nn_reader { NN_READER_MPIO, NN_READER_POSIX } nn_reader;
 typedef enum nn_allreduce_mode {
   NN_ALLREDUCE_BLOCKING, NN_ALLREDUCE_OVERLAP, NN_ALLREDUCE_SHM, NN_ALLREDUCE_AUTO
 } nn_allreduce_mode;
+/* How a node's ranks split the forward pass and the deltas with allreduce = shm ([train]
+ * node_split; nn_node_step in model.h): by rows, by units, or auto (by units when some layer's
+ * weights take NN_NODE_UNITS_BYTES or more). */
+typedef enum nn_node_split { NN_SPLIT_AUTO, NN_SPLIT_ROWS, NN_SPLIT_UNITS } nn_node_split;
+#define NN_NODE_UNITS_BYTES ((size_t)8 << 20)
 
 
 typedef struct nn_config {
@@ -67,6 +72,7 @@ typedef struct nn_config {
   long base_batch;
   double clip_norm;                  /* max global L2 norm of the mean gradient; 0 = off */
   int allreduce;                     /* nn_allreduce_mode */
+  int node_split;                    /* nn_node_split */
   long blas_threads;
   /* [checkpoint] */
   char ckpt_dir[NN_PATH_MAX];

@@ -71,29 +71,29 @@ void nn_model_backward(nn_model *m, const float *params, float *grad, size_t B,
  * compute must still take part in the same reductions). */
 void nn_model_zero_slices(const nn_layout *lay, const nn_grad_hook *hook);
 
-/* ---- the node-sliced step ([train] allreduce = shm) ----------------------------------------
- * The S ranks of a node put their batches into one matrix of R rows that all of them read
- * (rank q's B_q rows start at row row0_q), and part q computes, for all R rows, the units
- * [j0, j1) = nn_part(n_l, q, S) of every layer: those columns of z^l, a^l and delta^l, and those
- * rows of dW^l and db^l. So the node's gradient comes out summed over the node's rows, one GEMM
- * per layer with K = R, and needs no reduction inside the node; each GEMM reads 1/S of W^l;
- * and every GEMM has R rows instead of B_q. The buffers below are shared by the node; the
- * phases must be separated by s->sync (a barrier that makes every rank's writes visible):
- *
- *   sync; forward_layer 1; sync; ... forward_layer L; sync; output (own rows); sync;
- *   backward_layer L; sync; ... backward_layer 1      (nn_node_forward, nn_node_backward)
- *
- * Each part writes only its own columns (its own rows, in output), so the result does not
- * depend on timing. Up to float rounding it equals nn_model_backward over the R rows; the
- * dropout masks are the same as nn_dropout_forward's. */
+/* ---- the node step ([train] allreduce = shm) ----------------------------------------------
+ * The S ranks of a node put their batches into one matrix of R rows in memory they share (rank
+ * q's B_q rows start at row row0_q). The forward pass and the deltas are split one of two ways:
+ *   by rows:  each rank runs every layer for its own rows, as nn_model_forward/backward would.
+ *             No sync until the deltas are done: 1 per step.
+ *   by units: part q computes the units [j0, j1) = nn_part(n_l, q, S) of every layer for all R
+ *             rows: its columns of z, a and delta. Each GEMM reads 1/S of W^l and has R rows,
+ *             but every layer ends with a sync: 2L + 1 per step.
+ * Then part q computes rows [j0, j1) of dW^l and db^l for every layer, summed over all R rows
+ * (one GEMM per layer with K = R), so the node's gradient needs no reduction. Every part writes
+ * only its own rows or columns, so the result does not depend on timing. Up to float rounding it
+ * equals nn_model_backward over the R rows; the dropout masks are nn_dropout_forward's. s->sync
+ * is a barrier that makes every rank's writes visible; after nn_node_backward, no rank reads W
+ * again this step, so each may update its ranges of the parameters. */
 typedef struct nn_node_step {
   int part, parts;                  /* q, S */
+  int by_units;                     /* the split above: 1 by units, 0 by rows */
   size_t rows;                      /* R: the node's rows, all its ranks' */
   size_t row0, B;                   /* this rank's rows: [row0, row0 + B) */
   float *a[NN_MAX_LAYERS + 1];      /* (R, n_l), shared */
-  float *delta[2];                  /* (R, max n_l), shared; delta^l is in delta[l & 1] */
+  float *delta[NN_MAX_LAYERS + 1];  /* (R, n_l) for l >= 1, shared */
   size_t *row_ids;                  /* (R) global row ids, shared: the dropout keys */
-  float *mask[NN_MAX_LAYERS + 1];   /* (R, n_l) per hidden layer, this rank's own (own columns) */
+  float *mask[NN_MAX_LAYERS + 1];   /* per hidden layer, this rank's own: (mask rows, n_l) */
   void (*sync)(void *ctx);
   void *ctx;
 } nn_node_step;
@@ -101,22 +101,23 @@ typedef struct nn_node_step {
 /* Units [*j0, *j1) of n that part q of S computes (may be empty when n < S). */
 void nn_part(int n, int q, int S, int *j0, int *j1);
 /* The shared buffers for R rows (activations, deltas, row ids) take at most
- * R * nn_node_step_row_bytes + NN_NODE_STEP_SLACK bytes; the private masks R * mask_bytes
- * (0 without dropout). */
-#define NN_NODE_STEP_SLACK ((size_t)64 * (NN_MAX_LAYERS + 4))
+ * R * nn_node_step_row_bytes + NN_NODE_STEP_SLACK bytes; this rank's masks
+ * nn_node_step_mask_rows * mask_bytes (0 without dropout): R rows by units, B by rows. */
+#define NN_NODE_STEP_SLACK ((size_t)64 * (2 * NN_MAX_LAYERS + 4))
 size_t nn_node_step_row_bytes(const nn_model *m);
 size_t nn_node_step_mask_bytes(const nn_model *m);
-/* Lay out the shared buffers for s->rows rows in shared (64-byte aligned) and the masks in
- * masks (or NULL without dropout). */
+size_t nn_node_step_mask_rows(const nn_node_step *s);
+/* Lay out the shared buffers for s->rows rows in shared (64-byte aligned) and this rank's masks
+ * in masks (or NULL without dropout); s->by_units and s->B must be set. */
 void nn_node_step_bind(nn_node_step *s, const nn_model *m, void *shared, float *masks);
-/* Phases (the tests run them part by part). grad has the layout of params; backward_layer
- * writes (does not add) this part's rows of dW^l and db^l. */
+/* Phases (the tests run them part by part). grad has the layout of params; grad_units writes
+ * (does not add) this part's rows of dW^l and db^l. */
 void nn_node_forward_layer(const nn_model *m, const nn_node_step *s, const float *params, int l);
 double nn_node_output(const nn_model *m, const nn_node_step *s, const int32_t *labels,
                       const float *targets);
-void nn_node_backward_layer(const nn_model *m, const nn_node_step *s, const float *params, float *grad,
-                            int l);
-/* The phases with their syncs. This rank's input rows must be in s->a[0] (and row ids in
+void nn_node_delta_layer(const nn_model *m, const nn_node_step *s, const float *params, int l);
+void nn_node_grad_units(const nn_model *m, const nn_node_step *s, float *grad);
+/* The phases with their syncs. This rank's input rows must be in s->a[0] (and their ids in
  * s->row_ids) on entry; nn_node_forward returns this rank's summed loss, and leaves a^L of its
  * rows at s->a[L] + row0 * n_L. Dropout is on when m->dropout > 0 and m->dropout_rows != NULL
  * (the keys are s->row_ids). */
