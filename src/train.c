@@ -134,6 +134,16 @@ static int check_data_fits(const nn_config *cfg, const nn_data_info *in, const c
   return 0;
 }
 
+/* The largest W^l of the model, in bytes. */
+static size_t widest_layer_bytes(const nn_layout *lay) {
+  size_t w = 0;
+  for (int l = 1; l <= lay->L; l++) {
+    size_t b = (size_t)lay->n[l] * (size_t)lay->n[l - 1] * sizeof(float);
+    w = b > w ? b : w;
+  }
+  return w;
+}
+
 static void print_header(const trainer *T) {
   const nn_config *cfg = T->cfg;
   const nn_layout *lay = &T->model.lay;
@@ -186,6 +196,7 @@ static void print_header(const trainer *T) {
   else
     printf("gradient sum: %s%s\n", T->mode == NN_ALLREDUCE_OVERLAP ? "overlap: MPI_Iallreduce per slice during backprop"
            : "blocking: one MPI_Allreduce after backprop", cfg->allreduce != NN_ALLREDUCE_AUTO ? ""
+           : widest_layer_bytes(lay) < NN_NODE_UNITS_BYTES ? " (auto: every layer's weights take under 8 MiB)"
            : !T->shm.equal ? " (auto: the nodes run different numbers of ranks, so shm is not possible)"
            : " (auto: one rank per node, nothing to share)");
   printf("model: ");
@@ -294,18 +305,6 @@ static double peak_rss_mib(void) {
   return (double)ru.ru_maxrss / 1024.0; /* ru_maxrss is in KiB */
 }
 
-/* Everything that can fail before the first step, each failure agreed by all ranks. */
-
-/* The largest W^l of the model, in bytes. */
-static size_t widest_layer_bytes(const nn_layout *lay) {
-  size_t w = 0;
-  for (int l = 1; l <= lay->L; l++) {
-    size_t b = (size_t)lay->n[l] * (size_t)lay->n[l - 1] * sizeof(float);
-    w = b > w ? b : w;
-  }
-  return w;
-}
-
 /* [train] node_split. By rows, each rank multiplies all of W^l by its own rows, with one sync a
  * step; by units, 1/S of W^l by all the node's rows, with 2L + 1 syncs. Measured on 2 ranks
  * (README, Measured results): by rows was faster on the 784-256-128-10 MLP (largest W 0.8 MB),
@@ -348,6 +347,7 @@ static int bind_node_step(trainer *T, nn_error *e) {
   return 0;
 }
 
+/* Everything that can fail before the first step, each failure agreed by all ranks. */
 static int setup(trainer *T, nn_error *e) {
   const nn_config *cfg = T->cfg;
   nn_data_info info;
@@ -436,11 +436,15 @@ static int setup(trainer *T, nn_error *e) {
   if (nn_comm_agree(e, T->comm)) return e->code;
 
   /* Parameters, gradient and optimizer state: node-shared (shm) or this rank's own. auto picks
-   * shm when the nodes run 2 ranks or more each (nn_shm_init decides). Measured here (README,
-   * Performance), 2 ranks: +7 to 16% on the 100 MB model and +8% on the 0.9 MB one; with 1 rank
-   * there is nothing to share, and shm was 1 to 5% slower than blocking. */
+   * shm, split by units, when some layer's weights take NN_NODE_UNITS_BYTES or more and the
+   * nodes run 2 ranks or more each (nn_shm_init decides), else blocking. Measured at -np 2
+   * (README, Measured results): shm by units +15 to 19% on the 100 MB model; on the 0.9 MB one
+   * blocking was 8% faster than shm by rows at batch 128 and 17% at batch 512 (AVX2 VM); with
+   * 1 rank there is nothing to share. */
   size_t n = T->model.lay.n_params;
-  T->mode = cfg->allreduce == NN_ALLREDUCE_AUTO ? NN_ALLREDUCE_SHM : (nn_allreduce_mode)cfg->allreduce;
+  T->mode = cfg->allreduce != NN_ALLREDUCE_AUTO ? (nn_allreduce_mode)cfg->allreduce
+          : widest_layer_bytes(&T->model.lay) >= NN_NODE_UNITS_BYTES ? NN_ALLREDUCE_SHM
+          : NN_ALLREDUCE_BLOCKING;
   if (T->mode == NN_ALLREDUCE_SHM) {
     nn_shm_fake_node_ranks = (int)cfg->shm_node_ranks;
     if (nn_shm_init(&T->shm, T->comm, n, NN_CONTROL, T->n_state, B, nn_node_step_row_bytes(&T->model),

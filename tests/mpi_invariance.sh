@@ -45,8 +45,7 @@ for cfg in cls reg; do
         fail "$cfg shuffle=$shuffle -np $np exited non-zero"; cat "$dir.log"; continue
       fi
       grep -q "replicas diverged" "$dir.log" && fail "$cfg -np $np: replicas diverged"
-      want="split by rows (auto: every layer's weights take under 8 MiB)" # gradient sum: shm
-      [ "$np" = 1 ] && want="(auto: one rank per node, nothing to share)"
+      want="gradient sum: blocking: one MPI_Allreduce after backprop (auto: every layer's weights take under 8 MiB)"
       grep -qF "$want" "$dir.log" || fail "$cfg -np $np: auto did not pick what it should: $want"
       [ "$np" = 1 ] && continue
       if out=$("$NNMPI_CKPT_DIFF" "$(ckpt_at "ck_${cfg}_${shuffle}_1" 3)" "$(ckpt_at "$dir" 3)" 1e-5); then
@@ -61,7 +60,7 @@ for cfg in cls reg; do
     && fail "$cfg: shuffle on and off gave the same weights"
 done
 
-# The runs above use the default reduction (auto: shm at -np 2 to 4, one node; blocking at -np 1).
+# The runs above use the default reduction (auto: blocking, since no layer's weights take 8 MiB).
 # Named explicitly, blocking, and the overlapped reduction (MPI_Iallreduce per gradient slice),
 # give the same model too.
 for mode in blocking overlap; do
@@ -75,7 +74,8 @@ for mode in blocking overlap; do
   done
 done
 
-# The node computing as one (allreduce = shm, what auto picks from 2 ranks per node: the ranks
+# The node computing as one (allreduce = shm, what auto picks from 2 ranks per node when a layer's
+# weights take 8 MiB or more, split by units; named here for this small model: the ranks
 # share one copy of the model and the node's batch, and split the forward pass and the deltas by
 # rows or by units, then the gradient's rows) against blocking runs, at every rank count, both
 # splits: with momentum, and with Adam and clipping tight enough to act on every step (its norm

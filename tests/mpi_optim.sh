@@ -61,7 +61,12 @@ for np in 1 2 3; do
   run_ok "$np" --set data.validation_fraction=0.2 --set model.dropout=0.3 --set train.epochs=2 \
     --set log.metrics="val$np.jsonl" --set checkpoint.dir="ckv$np"
 done
+# the node computing as one draws each unit's mask for its slice of the units (split by units)
 for np in 2 3; do
+  run_ok "$np" --set data.validation_fraction=0.2 --set model.dropout=0.3 --set train.epochs=2 \
+    --set train.allreduce=shm --set train.node_split=units --set log.metrics="valshm$np.jsonl" --set checkpoint.dir="ckvshm$np"
+done
+for np in 2 3 shm2 shm3; do
   out=$("$NNMPI_CKPT_DIFF" "$(ckpt_at ckv1 2)" "$(ckpt_at "ckv$np" 2)" 1e-5) \
     && pass "dropout 0.3 + validation, -np $np vs 1: $out" || fail "dropout/validation -np $np: $out"
   a=$(json_field val1.jsonl 2 val_loss) b=$(json_field "val$np.jsonl" 2 val_loss)

@@ -31,6 +31,18 @@ for shuffle in true false; do
       && pass "shuffle=$shuffle -np $np: streaming = in memory ($out)" || fail "shuffle=$shuffle -np $np: $out"
   done
 done
+# the node computing as one (allreduce = shm) streams into the node's shared batch: the same
+# weights as its in-memory run, bit for bit, and as blocking to float rounding
+for np in 2 3; do
+  shm=(--set train.allreduce=shm --set train.node_split=units)
+  nn "$np" "${shm[@]}" --set checkpoint.dir="memshm_$np" || { fail "shm in memory -np $np"; continue; }
+  nn "$np" "${shm[@]}" --set checkpoint.dir="strshm_$np" --set data.memory_limit=400K || { fail "shm streaming -np $np"; continue; }
+  grep -q "^streaming: " out.log || fail "shm -np $np did not stream"
+  out=$("$NNMPI_CKPT_DIFF" "$(ckpt_at "memshm_$np" 2)" "$(ckpt_at "strshm_$np" 2)" 0) \
+    && pass "shm -np $np: streaming = in memory ($out)" || fail "shm -np $np streaming: $out"
+  out=$("$NNMPI_CKPT_DIFF" "$(ckpt_at "mem_true_$np" 2)" "$(ckpt_at "strshm_$np" 2)" 1e-5) \
+    && pass "shm -np $np streamed vs blocking: $out" || fail "shm -np $np vs blocking: $out"
+done
 grep -q "(waiting " out.log && pass "the epoch line reports the time waiting on the stream" || fail "no waiting time"
 
 # the POSIX reader loads the same rows as collective MPI-IO

@@ -21,8 +21,8 @@ typedef enum nn_init { NN_INIT_HE, NN_INIT_XAVIER } nn_init;
 typedef enum nn_reader { NN_READER_MPIO, NN_READER_POSIX } nn_reader;
 /* How the gradient is summed ([train] allreduce): one MPI_Allreduce after backprop; per-slice
  * MPI_Iallreduce during backprop; the node computing as one in shared memory (nn_shm in comm.h,
- * nn_node_step in model.h); or auto: shm when every node runs the same number of ranks, at least
- * 2, else blocking. */
+ * nn_node_step in model.h); or auto: shm when some layer's weights take NN_NODE_UNITS_BYTES or
+ * more and every node runs the same number of ranks, at least 2, else blocking. */
 typedef enum nn_allreduce_mode {
   NN_ALLREDUCE_BLOCKING, NN_ALLREDUCE_OVERLAP, NN_ALLREDUCE_SHM, NN_ALLREDUCE_AUTO
 } nn_allreduce_mode;
