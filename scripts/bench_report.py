@@ -206,11 +206,15 @@ def main():
             batch = int(row["batch"])
             np_ = int(row["np"])
             fps, w, w1, biases = flops_per_sample(layers)
-            core = None
+            core = probe = None
             try:
                 with open(row["stdout"]) as so:
-                    m = re.search(r"OpenBLAS[^\n]*?core[^\n]*", so.read())
-                    core = m.group(0).strip() if m else None
+                    text = so.read()
+                m = re.search(r"OpenBLAS[^\n]*?core[^\n]*", text)
+                core = m.group(0).strip() if m else None
+                # nnmpi's start-up timing of one gradient allreduce (blocking/overlap, 2+ ranks)
+                m = re.search(r"^gradient allreduce at start: [0-9.]+ MB in ([0-9.]+) ms", text, re.M)
+                probe = float(m.group(1)) if m else None
             except OSError:
                 pass
             s = summarize(read_jsonl(row["metrics"]), batch)
@@ -223,6 +227,7 @@ def main():
                    "wall_s": float(row["wall_s"]), "machine_busy_frac": float(row["busy_frac"]),
                    "loadavg_before": float(row["loadavg_before"]),
                    "loadavg_after": float(row["loadavg_after"]), "nnmpi_blas_line": core,
+                   "allreduce_probe_ms": probe,
                    "other_work_at_start": row.get("others") or "",
                    "metrics_file": row["metrics"], "stdout_file": row["stdout"], "memory": mem}
             if s:
@@ -244,7 +249,8 @@ def main():
         best = dict(max(ok, key=lambda r: r["samples_per_s"]) if ok else reps[0])
         sps = sorted(r["samples_per_s"] for r in ok)
         best["repetitions"] = [{k: r.get(k) for k in ("rep", "exit_status", "samples_per_s", "gflops",
-                                                      "machine_busy_frac", "steal_frac", "time_comm_per_step_s")}
+                                                      "machine_busy_frac", "steal_frac", "time_comm_per_step_s",
+                                                      "allreduce_probe_ms")}
                                for r in reps]
         best["samples_per_s_median"] = (sps[len(sps) // 2] if len(sps) % 2 else 0.5 * (sps[len(sps) // 2 - 1] + sps[len(sps) // 2])) if sps else None
         runs.append(best)
@@ -294,20 +300,21 @@ def main():
         print("  %-28s threads %d  best %6.1f  median %6.1f GFLOP/s" % (c["name"], c["threads"], c["gflops_best"], c["gflops_median"]))
     print("loadavg start %s end %s; CPU busy during runs %.2f-%.2f of %d cores' time" % (
         a.load_start, a.load_end, min(busy) if busy else 0, max(busy) if busy else 0, nproc))
-    hdr = "%-18s %3s %-8s %6s %9s %9s %8s %7s %8s %7s %10s %10s %6s %6s" % (
+    hdr = "%-18s %3s %-8s %6s %9s %9s %8s %7s %8s %7s %10s %10s %8s %6s %6s" % (
         "case", "np", "sum", "batch", "samples/s", "(median)", "GFLOP/s", "eff_vs", "par_eff", "speedup",
-        "comp/step", "comm/step", "busy", "stolen")
+        "comp/step", "comm/step", "probe", "busy", "stolen")
     print(hdr)
     print("-" * len(hdr))
     for r in runs:
         if not r.get("samples_per_s"):
             print("%-18s %3d %6d  failed: exit %d (see %s)" % (r["name"], r["np"], r["global_batch"], r["exit_status"], r["stdout_file"]))
             continue
-        print("%-18s %3d %-8s %6d %9.0f %9.0f %8.1f %6.1f%% %8s %7s %9.2fms %9.2fms %6.2f %6.3f%s" % (
+        print("%-18s %3d %-8s %6d %9.0f %9.0f %8.1f %6.1f%% %8s %7s %9.2fms %9.2fms %8s %6.2f %6.3f%s" % (
             r["name"], r["np"], r.get("allreduce") or "-", r["global_batch"], r["samples_per_s"], r["samples_per_s_median"], r["gflops"],
             100 * r["eff_vs_sgemm"], "%.1f%%" % (100 * r["par_eff"]) if "par_eff" in r and r["np"] > 1 else "-",
             "%.2fx" % r["speedup"] if "speedup" in r and r["np"] > 1 else "-",
             1e3 * r["time_compute_per_step_s"], 1e3 * r["time_comm_per_step_s"],
+            "%.2fms" % r["allreduce_probe_ms"] if r.get("allreduce_probe_ms") is not None else "-",
             r["machine_busy_frac"], r["steal_frac"], "  (oversubscribed)" if r["oversubscribed"] else ""))
     print("memory (rank 0): peak resident = runtime at start + the rest; the rest / buffers' account")
     for r in runs:
@@ -341,7 +348,8 @@ def main():
     print("eff_vs: achieved GFLOP/s / sgemm ceiling (1-thread for np 1, %d-thread for np > 1); "
           "FLOP/sample = 6W - 2W1; epoch 1 excluded when several. Each row is the fastest of %d "
           "repetition(s); stolen = CPU time the hypervisor gave to other VMs; sum = the gradient "
-          "reduction in use ([train] allreduce)." % (nproc, max(len(r["repetitions"]) for r in runs)))
+          "reduction in use ([train] allreduce); probe = nnmpi's timing of one gradient allreduce at "
+          "start (a slow launch shows there)." % (nproc, max(len(r["repetitions"]) for r in runs)))
 
     # --- the plot ---
     try:

@@ -60,6 +60,20 @@ int nn_grad_sync_wait(nn_grad_sync *s, nn_error *e) {
   return rc ? nn_fail(e, NN_EMPI, "MPI_Iallreduce of the gradient failed") : 0;
 }
 
+int nn_comm_time_allreduce(float *buf, size_t n, int calls, MPI_Comm comm, double *seconds, nn_error *e) {
+  double best = 0;
+  for (int i = 0; i < calls; i++) {
+    MPI_Barrier(comm);
+    double t0 = MPI_Wtime();
+    if (nn_comm_allreduce_sum(buf, n, comm, e)) return e->code;
+    double dt = MPI_Wtime() - t0;
+    if (i == 0 || dt < best) best = dt;
+  }
+  if (MPI_Allreduce(&best, seconds, 1, MPI_DOUBLE, MPI_MAX, comm) != MPI_SUCCESS)
+    return nn_fail(e, NN_EMPI, "MPI_Allreduce of the allreduce timing failed");
+  return 0;
+}
+
 int nn_comm_sum_doubles(double *buf, int n, MPI_Comm comm, nn_error *e) {
   if (MPI_Allreduce(MPI_IN_PLACE, buf, n, MPI_DOUBLE, MPI_SUM, comm) != MPI_SUCCESS)
     return nn_fail(e, NN_EMPI, "MPI_Allreduce of metrics failed");

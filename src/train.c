@@ -23,6 +23,7 @@
 #include "nnmpi/version.h"
 
 #define EVAL_ROWS 512 /* rows per evaluation forward pass */
+#define NN_PROBE_CALLS 5 /* gradient allreduces timed at start (blocking and overlap, 2+ ranks) */
 
 /* Control slots appended to the gradient buffer, summed by the same allreduce: every rank
  * learns of a signal, or of rank 0's clock asking for a checkpoint, at the same step, at no
@@ -61,6 +62,7 @@ typedef struct trainer {
   int stream_slots;
   nn_error data_err;               /* a streaming read failure, agreed at the step it happens */
   double load_s;                   /* reading (and checking) the training shards, slowest rank */
+  double probe_s;                  /* one gradient allreduce at start (0: none, one rank or shm) */
   int have_test;
   nn_model model;
   float *params, *grad;            /* one flat buffer each, same layout; but for shm, grad has
@@ -199,6 +201,11 @@ static void print_header(const trainer *T) {
            : widest_layer_bytes(lay) < NN_NODE_UNITS_BYTES ? " (auto: every layer's weights take under 8 MiB)"
            : !T->shm.equal ? " (auto: the nodes run different numbers of ranks, so shm is not possible)"
            : " (auto: one rank per node, nothing to share)");
+  if (T->probe_s > 0) {
+    double mb = (double)(lay->n_params + NN_CONTROL) * sizeof(float) / 1e6;
+    printf("gradient allreduce at start: %.2f MB in %.3f ms (fastest of %d calls, slowest rank; %.1f GB/s)\n",
+           mb, 1e3 * T->probe_s, NN_PROBE_CALLS, mb / T->probe_s * 1e-3);
+  }
   printf("model: ");
   for (int l = 0; l <= lay->L; l++) printf("%s%d", l ? "-" : "", lay->n[l]);
   printf(", %zu parameters (%.2f MiB), %s hidden, %s output, %s loss\n", lay->n_params,
@@ -466,6 +473,12 @@ static int setup(trainer *T, nn_error *e) {
     T->ctl = T->grad + n;
     T->batch_x = T->model.a[0];
     T->batch_ids = T->row_ids;
+    /* what one step's reduction costs on this launch, printed in the header; every step
+     * zeroes the gradient before backprop; zeros here, as malloc's garbage may be denormal */
+    if (T->world > 1) memset(T->grad, 0, (n + NN_CONTROL) * sizeof(float));
+    if (T->world > 1 && nn_comm_time_allreduce(T->grad, n + NN_CONTROL, NN_PROBE_CALLS, T->comm,
+                                               &T->probe_s, e))
+      return e->code;
   }
   T->sync = (nn_grad_sync){.comm = T->comm, .grad = T->grad, .n_params = T->model.lay.n_params,
                            .extra = NN_CONTROL};

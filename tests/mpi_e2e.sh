@@ -42,6 +42,12 @@ done
 [ "$(grep -c '^epoch ' run.log)" -eq 8 ] && pass "one line per epoch" || fail "expected 8 epoch lines"
 grep -q "OpenBLAS" run.log && grep -q "2 ranks" run.log && grep -q "train: train.h5: 4000 samples x 20 features" run.log \
   && pass "start-up report" || fail "start-up report incomplete"
+# the start-up allreduce probe: 20-64-4 has 1604 parameters, 0.0064 MB with the control slots
+grep -Eq '^gradient allreduce at start: 0\.01 MB in [0-9]+\.[0-9]{3} ms \(fastest of 5 calls, slowest rank; [0-9.]+ GB/s\)$' run.log \
+  && pass "start-up allreduce probe at -np 2" || fail "no start-up allreduce probe line at -np 2"
+run_np 1 "$NNMPI_BIN" run.ini --set train.epochs=1 --set checkpoint.dir=ck1 --set log.metrics= > one.log 2>&1 \
+  && grep -q '^gradient sum: blocking' one.log && ! grep -q 'allreduce at start' one.log \
+  && pass "no allreduce probe at -np 1" || fail "-np 1: failed, or probed an allreduce it does not run"
 ckpt_at ck 2 > /dev/null && ckpt_at ck 4 > /dev/null && ckpt_at ck 6 > /dev/null && ckpt_at ck 8 > /dev/null \
   && pass "checkpoints every 2 epochs" || fail "missing checkpoints"
 ckpt_at ck 1 > /dev/null && fail "unexpected checkpoint for epoch 1"

@@ -26,6 +26,12 @@ int nn_comm_agree(nn_error *e, MPI_Comm comm);
 /* In-place MPI_Allreduce(SUM) of n floats (split into pieces of at most INT_MAX). */
 int nn_comm_allreduce_sum(float *buf, size_t n, MPI_Comm comm, nn_error *e);
 
+/* Times MPI_Allreduce(SUM) of n floats of buf (its contents are overwritten): `calls` calls,
+ * each after a barrier. *seconds = the slowest rank's fastest call. Rank 0 prints it at start,
+ * since on one host a launch's allreduce can be 4-5x slower than the next one's (README,
+ * Measured results). */
+int nn_comm_time_allreduce(float *buf, size_t n, int calls, MPI_Comm comm, double *seconds, nn_error *e);
+
 /* Overlapped gradient reduction: one MPI_Iallreduce(SUM) per slice of the flat gradient as
  * backprop finishes it (nn_grad_hook), driven by MPI_Testall at every new slice, completed by
  * nn_grad_sync_wait before the update. Every rank posts the same slices in the same order. */
