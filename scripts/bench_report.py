@@ -348,8 +348,8 @@ def main():
     print("eff_vs: achieved GFLOP/s / sgemm ceiling (1-thread for np 1, %d-thread for np > 1); "
           "FLOP/sample = 6W - 2W1; epoch 1 excluded when several. Each row is the fastest of %d "
           "repetition(s); stolen = CPU time the hypervisor gave to other VMs; sum = the gradient "
-          "reduction in use ([train] allreduce); probe = nnmpi's timing of one gradient allreduce at "
-          "start (a slow launch shows there)." % (nproc, max(len(r["repetitions"]) for r in runs)))
+          "reduction in use ([train] allreduce); probe = nnmpi's start-up timing of the gradient allreduce "
+          "(fastest of 5; a slow launch shows there)." % (nproc, max(len(r["repetitions"]) for r in runs)))
 
     # --- the plot ---
     try:

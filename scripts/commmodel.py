@@ -10,7 +10,7 @@
    (least squares on relative error, so small and large messages weigh alike).
    The bench runs in --launches separate mpirun launches (default 3, --quick 1) and each size
    keeps its fastest launch: on the development VMs a launch is either fast or, for messages
-   above a few KiB, 4-5x slower throughout (0.94 MB: 104-121 us or 506-580 us), decided at
+   above a few KiB, 4-5x slower throughout (0.94 MB: 104-121 us or 498-580 us), decided at
    launch. allreduce.json keeps every launch; the report prints their spread.
    With p ranks:  ring               T = 2(p-1) alpha + 2(p-1)/p n beta
                   recursive doubling T = log2(p) (alpha + n beta)
@@ -94,11 +94,15 @@ def run_allreduce(np_, quick, out, launches):
         print("commmodel: launch %d of %d: %s" % (i + 1, launches, " ".join(cmd)), flush=True)
         r = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
         runs.append(json.loads(next(l for l in r.stdout.splitlines() if l.startswith("{"))))
+    by_size = [{s["bytes"]: s for s in run["sizes"]} for run in runs]
+    if any(set(b) != set(by_size[0]) for b in by_size):
+        sys.exit("commmodel: the launches of the allreduce bench measured different sizes")
     best = dict(runs[0])
     best["sizes"] = []
-    for k, s in enumerate(runs[0]["sizes"]):
-        pick = min((run["sizes"][k] for run in runs), key=lambda x: x["min_s"])
-        best["sizes"].append(dict(pick, min_s_per_launch=[run["sizes"][k]["min_s"] for run in runs]))
+    for s in runs[0]["sizes"]:
+        mine = [b[s["bytes"]] for b in by_size]
+        pick = min(mine, key=lambda x: x["min_s"])
+        best["sizes"].append(dict(pick, min_s_per_launch=[x["min_s"] for x in mine]))
     best["launches"] = runs
     path = os.path.join(out, "allreduce.json")
     with open(path, "w") as f:
@@ -142,7 +146,7 @@ def main():
     ap.add_argument("--out", default=None)
     ap.add_argument("--np", type=int, default=2)
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--launches", type=int, default=None, help="mpirun launches of the bench (default 3, --quick 1)")
+    ap.add_argument("--launches", type=int, default=None, help="mpirun launches of the bench, 1 or more (default 3, --quick 1)")
     ap.add_argument("--allreduce-json")
     ap.add_argument("--bench", help="bench.json of scripts/bench (default: the newest results/bench-*/bench.json)")
     ap.add_argument("--scaling", nargs="*", help="scaling-study CSVs (default: results/scaling-*/scaling.csv)")
@@ -150,6 +154,8 @@ def main():
     ap.add_argument("--net-beta", type=float, default=1 / 10e9)
     ap.add_argument("--max-nodes", type=int, default=1024)
     a = ap.parse_args()
+    if a.launches is not None and a.launches < 1:
+        ap.error("--launches must be 1 or more")
     os.chdir(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
     import time
     out = a.out or time.strftime("results/commmodel-%Y%m%d-%H%M%S")
@@ -157,7 +163,7 @@ def main():
 
     # --- 1. measure and fit ---
     ar = json.load(open(a.allreduce_json)) if a.allreduce_json else run_allreduce(
-        a.np, a.quick, out, max(1, a.launches or (1 if a.quick else 3)))
+        a.np, a.quick, out, a.launches or (1 if a.quick else 3))
     p_meas = ar["ranks"]
     xs = [s["bytes"] for s in ar["sizes"]]
     ys = [s["min_s"] for s in ar["sizes"]]

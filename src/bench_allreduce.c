@@ -68,8 +68,8 @@ int main(int argc, char **argv) {
   }
   for (size_t i = 0; i < max_n; i++) buf[i] = 0; /* sums of zeros stay finite, call after call */
 
-  if (json && rank == 0) printf("{\"tool\":\"nnmpi-allreduce-bench\",\"ranks\":%d,\"op\":\"MPI_SUM/MPI_FLOAT\",\"sizes_above_8KiB\":\"%s\",\"sizes\":[",
-                             world, powers ? "powers of two" : "0.9 of a power of two");
+  if (json && rank == 0) printf("{\"tool\":\"nnmpi-allreduce-bench\",\"ranks\":%d,\"op\":\"MPI_SUM/MPI_FLOAT\",\"size_rule\":\"%s\",\"sizes\":[",
+                             world, powers ? "--min x 2^k, and --max" : "--min x 2^k, x 0.9 above 8 KiB, and --max as given");
   else if (rank == 0) printf("# MPI_Allreduce(SUM, float) on %d ranks: time per call, slowest rank\n%12s %8s %12s %12s %10s\n",
                              world, "bytes", "calls", "min_us", "median_us", "GB/s(min)");
   int first = 1;

@@ -62,7 +62,9 @@ typedef struct trainer {
   int stream_slots;
   nn_error data_err;               /* a streaming read failure, agreed at the step it happens */
   double load_s;                   /* reading (and checking) the training shards, slowest rank */
-  double probe_s;                  /* one gradient allreduce at start (0: none, one rank or shm) */
+  double probe_s;                  /* the fastest of NN_PROBE_CALLS gradient allreduces at start,
+                                      slowest rank (0: none, with one rank or shm); on one host a
+                                      launch's allreduce can be 4-5x slower than the next one's */
   int have_test;
   nn_model model;
   float *params, *grad;            /* one flat buffer each, same layout; but for shm, grad has

@@ -115,10 +115,11 @@ class BenchReport(unittest.TestCase):
 A, B = 2e-6, 1e-10  # the made-up allreduce: T(n) = A + B n seconds, n in bytes
 
 
-def sizes(a=A, b=B, factor=1.0):
+def sizes(a=A, b=B, slow=lambda n: 1.0):
+    """The made-up bench output from 4 B to 100 MB; slow(n) multiplies the time of size n."""
     out, n = [], 4
     while n <= 100e6:
-        t = factor * (a + b * n) if n > 4096 else a + b * n
+        t = slow(n) * (a + b * n)
         out.append({"bytes": n, "calls_per_trial": 1, "trials": 3, "min_s": t, "median_s": t})
         n *= 2
     return out
@@ -177,34 +178,65 @@ class CommModel(unittest.TestCase):
                                    t1 / (t1 + t_rd), places=9)
         self.assertEqual(m["prediction"]["ring"]["strong_eff"][0], 1.0)
 
-    def test_keeps_each_sizes_fastest_launch(self):
-        """A fake nnmpi-allreduce-bench whose first launch is 5x slower above 4 KiB, as seen on
-        the development VMs: the fit must come from the fast launches, and every launch be kept."""
+    def run_stand_in(self, launches):
+        """commmodel with a stand-in nnmpi-allreduce-bench that prints launches[k] at its k-th
+        launch (one rank per launch, so it runs once per launch)."""
         bdir = os.path.join(self.tmp, "build")
         os.makedirs(bdir)
-        for i, factor in enumerate((5.0, 1.0, 1.0)):
+        for i, sz in enumerate(launches):
             with open(os.path.join(self.tmp, "launch%d.json" % i), "w") as f:
-                json.dump({"tool": "fake", "ranks": 2, "sizes": sizes(factor=factor)}, f)
+                json.dump({"tool": "fake", "ranks": 2, "sizes": sz}, f)
         fake = os.path.join(bdir, "nnmpi-allreduce-bench")
-        with open(fake, "w") as f:  # rank 0 prints the next launch's JSON; the counter counts launches
+        with open(fake, "w") as f:  # the counter counts launches
             f.write("""#!/bin/bash
-[ "${OMPI_COMM_WORLD_RANK:-0}" = 0 ] || exit 0
 d=%s; k=$(cat "$d/count" 2>/dev/null || echo 0); echo $((k + 1)) > "$d/count"
 cat "$d/launch$k.json"
 """ % self.tmp)
         os.chmod(fake, 0o755)
-        env = dict(os.environ, NNMPI_BUILD_DIR=bdir)
-        rep, out = self.run_model("--launches", "3", "--bench", self.bench_json(10e-6), env=env)
+        out = os.path.join(self.tmp, "out")
+        cmd = [sys.executable, os.path.join(ROOT, "scripts", "commmodel.py"), "--out", out, "--scaling",
+               "--np", "1", "--launches", str(len(launches)), "--bench", self.bench_json(10e-6)]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                           env=dict(os.environ, NNMPI_BUILD_DIR=bdir))
+        rep = None
+        if r.returncode == 0:
+            with open(os.path.join(out, "commmodel.json")) as f:
+                rep = json.load(f)
+        return r, rep, out
+
+    def test_keeps_each_sizes_fastest_launch(self):
+        """A stand-in nnmpi-allreduce-bench whose launches are each 5x slow in a different range
+        of sizes (the development VMs show whole slow launches; mixing the ranges makes only a
+        per-size minimum right): the fit must come from the fast times, every launch be kept."""
+        slow = (lambda n: 5.0 if n > 4096 else 1.0,               # launch 1: slow above 4 KiB
+                lambda n: 5.0 if n <= 4096 else 1.0,              # launch 2: slow up to 4 KiB
+                lambda n: 5.0 if 1 << 16 < n < 1 << 24 else 1.0)  # launch 3: slow in between
+        r, rep, out = self.run_stand_in([sizes(slow=f) for f in slow])
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
         with open(os.path.join(self.tmp, "count")) as f:
             self.assertEqual(f.read().strip(), "3")
         with open(os.path.join(out, "allreduce.json")) as f:
             ar = json.load(f)
         self.assertEqual(len(ar["launches"]), 3)
+        self.assertEqual(len(ar["sizes"]), len(sizes()))
         for s, fast in zip(ar["sizes"], sizes()):
             self.assertAlmostEqual(s["min_s"], fast["min_s"])
+            want = [f_slow(s["bytes"]) * fast["min_s"] for f_slow in slow]
             self.assertEqual(len(s["min_s_per_launch"]), 3)
+            for got, w in zip(s["min_s_per_launch"], want):
+                self.assertAlmostEqual(got, w)
         self.assertAlmostEqual(rep["fit"]["ring"]["beta_s_per_byte"] / B, 1.0, delta=1e-6)
 
+    def test_launches_must_agree_on_sizes(self):
+        r, _, _ = self.run_stand_in([sizes(), sizes()[:-1]])
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("the launches of the allreduce bench measured different sizes", r.stderr)
+
+    def test_launches_below_1_refused(self):
+        cmd = [sys.executable, os.path.join(ROOT, "scripts", "commmodel.py"), "--out", self.tmp, "--launches", "0"]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        self.assertEqual(r.returncode, 2, r.stdout + r.stderr)
+        self.assertIn("--launches must be 1 or more", r.stderr)
 
 if __name__ == "__main__":
     unittest.main(verbosity=2)

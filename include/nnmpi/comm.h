@@ -27,9 +27,7 @@ int nn_comm_agree(nn_error *e, MPI_Comm comm);
 int nn_comm_allreduce_sum(float *buf, size_t n, MPI_Comm comm, nn_error *e);
 
 /* Times MPI_Allreduce(SUM) of n floats of buf (its contents are overwritten): `calls` calls,
- * each after a barrier. *seconds = the slowest rank's fastest call. Rank 0 prints it at start,
- * since on one host a launch's allreduce can be 4-5x slower than the next one's (README,
- * Measured results). */
+ * each after a barrier. *seconds = the slowest rank's fastest call. */
 int nn_comm_time_allreduce(float *buf, size_t n, int calls, MPI_Comm comm, double *seconds, nn_error *e);
 
 /* Overlapped gradient reduction: one MPI_Iallreduce(SUM) per slice of the flat gradient as
