@@ -349,7 +349,7 @@ def main():
           "FLOP/sample = 6W - 2W1; epoch 1 excluded when several. Each row is the fastest of %d "
           "repetition(s); stolen = CPU time the hypervisor gave to other VMs; sum = the gradient "
           "reduction in use ([train] allreduce); probe = nnmpi's start-up timing of the gradient allreduce "
-          "(fastest of 5; a slow launch shows there)." % (nproc, max(len(r["repetitions"]) for r in runs)))
+          "(fastest of 5; a slow period of the machine shows there)." % (nproc, max(len(r["repetitions"]) for r in runs)))
 
     # --- the plot ---
     try:

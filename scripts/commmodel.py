@@ -9,9 +9,10 @@
    -np 2 (or reads --allreduce-json), and fits T(n) = a + b n to the per-call minimum times
    (least squares on relative error, so small and large messages weigh alike).
    The bench runs in --launches separate mpirun launches (default 3, --quick 1) and each size
-   keeps its fastest launch: on the development VMs a launch is either fast or, for messages
-   above a few KiB, 4-5x slower throughout (0.94 MB: 104-121 us or 498-580 us), decided at
-   launch. allreduce.json keeps every launch; the report prints their spread.
+   keeps its fastest launch: on the development VMs two processes' allreduce goes through slow
+   periods of seconds to minutes, 4-5x slower for messages above a few KiB (0.94 MB: 104-121 us
+   or 498-580 us), which can start in the middle of a launch. allreduce.json keeps every launch;
+   the report prints their spread.
    With p ranks:  ring               T = 2(p-1) alpha + 2(p-1)/p n beta
                   recursive doubling T = log2(p) (alpha + n beta)
    At the measured p = 2 both are a + b n: ring alpha = a / 2, beta = b; recursive doubling

@@ -63,8 +63,8 @@ typedef struct trainer {
   nn_error data_err;               /* a streaming read failure, agreed at the step it happens */
   double load_s;                   /* reading (and checking) the training shards, slowest rank */
   double probe_s;                  /* the fastest of NN_PROBE_CALLS gradient allreduces at start,
-                                      slowest rank (0: none, with one rank or shm); on one host a
-                                      launch's allreduce can be 4-5x slower than the next one's */
+                                      slowest rank (0: none, with one rank or shm); on one host the
+                                      allreduce has slow periods, 4-5x slower (README) */
   int have_test;
   nn_model model;
   float *params, *grad;            /* one flat buffer each, same layout; but for shm, grad has
@@ -475,7 +475,7 @@ static int setup(trainer *T, nn_error *e) {
     T->ctl = T->grad + n;
     T->batch_x = T->model.a[0];
     T->batch_ids = T->row_ids;
-    /* what one step's reduction costs on this launch, printed in the header; every step
+    /* what one step's reduction costs at start, printed in the header; every step
      * zeroes the gradient before backprop; zeros here, as malloc's garbage may be denormal */
     if (T->world > 1) memset(T->grad, 0, (n + NN_CONTROL) * sizeof(float));
     if (T->world > 1 && nn_comm_time_allreduce(T->grad, n + NN_CONTROL, NN_PROBE_CALLS, T->comm,
