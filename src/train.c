@@ -447,7 +447,7 @@ static int setup(trainer *T, nn_error *e) {
   /* Parameters, gradient and optimizer state: node-shared (shm) or this rank's own. auto picks
    * shm, split by units, when some layer's weights take NN_NODE_UNITS_BYTES or more and the
    * nodes run 2 ranks or more each (nn_shm_init decides), else blocking. Measured at -np 2
-   * (README, Measured results): shm by units +15 to 19% on the 100 MB model; on the 0.9 MB one
+   * (README, Measured results): shm by units +14 to 19% on the 100 MB model; on the 0.9 MB one
    * blocking was 8% faster than shm by rows at batch 128 and 17% at batch 512 (AVX2 VM); with
    * 1 rank there is nothing to share. */
   size_t n = T->model.lay.n_params;
@@ -477,10 +477,11 @@ static int setup(trainer *T, nn_error *e) {
     T->batch_ids = T->row_ids;
     /* what one step's reduction costs at start, printed in the header; every step
      * zeroes the gradient before backprop; zeros here, as malloc's garbage may be denormal */
-    if (T->world > 1) memset(T->grad, 0, (n + NN_CONTROL) * sizeof(float));
-    if (T->world > 1 && nn_comm_time_allreduce(T->grad, n + NN_CONTROL, NN_PROBE_CALLS, T->comm,
-                                               &T->probe_s, e))
-      return e->code;
+    if (T->world > 1) {
+      memset(T->grad, 0, (n + NN_CONTROL) * sizeof(float));
+      if (nn_comm_time_allreduce(T->grad, n + NN_CONTROL, NN_PROBE_CALLS, T->comm, &T->probe_s, e))
+        return e->code;
+    }
   }
   T->sync = (nn_grad_sync){.comm = T->comm, .grad = T->grad, .n_params = T->model.lay.n_params,
                            .extra = NN_CONTROL};

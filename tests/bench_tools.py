@@ -132,13 +132,22 @@ class CommModel(unittest.TestCase):
     def tearDown(self):
         shutil.rmtree(self.tmp, ignore_errors=True)
 
-    def run_model(self, *args, env=None):
+    def commmodel(self, *args, env=None):
+        """Runs scripts/commmodel.py into DIR/out with no scaling CSVs; returns the finished
+        process, the report (None when it failed) and the output directory."""
         out = os.path.join(self.tmp, "out")
         cmd = [sys.executable, os.path.join(ROOT, "scripts", "commmodel.py"), "--out", out, "--scaling"] + list(args)
         r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+        rep = None
+        if r.returncode == 0:
+            with open(os.path.join(out, "commmodel.json")) as f:
+                rep = json.load(f)
+        return r, rep, out
+
+    def run_model(self, *args, env=None):
+        r, rep, out = self.commmodel(*args, env=env)
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
-        with open(os.path.join(out, "commmodel.json")) as f:
-            return json.load(f), out
+        return rep, out
 
     def bench_json(self, t_sample):
         """A bench.json whose -np 1 runs give t_sample seconds of compute per sample."""
@@ -193,16 +202,8 @@ d=%s; k=$(cat "$d/count" 2>/dev/null || echo 0); echo $((k + 1)) > "$d/count"
 cat "$d/launch$k.json"
 """ % self.tmp)
         os.chmod(fake, 0o755)
-        out = os.path.join(self.tmp, "out")
-        cmd = [sys.executable, os.path.join(ROOT, "scripts", "commmodel.py"), "--out", out, "--scaling",
-               "--np", "1", "--launches", str(len(launches)), "--bench", self.bench_json(10e-6)]
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
-                           env=dict(os.environ, NNMPI_BUILD_DIR=bdir))
-        rep = None
-        if r.returncode == 0:
-            with open(os.path.join(out, "commmodel.json")) as f:
-                rep = json.load(f)
-        return r, rep, out
+        return self.commmodel("--np", "1", "--launches", str(len(launches)), "--bench", self.bench_json(10e-6),
+                              env=dict(os.environ, NNMPI_BUILD_DIR=bdir))
 
     def test_keeps_each_sizes_fastest_launch(self):
         """A stand-in nnmpi-allreduce-bench whose launches are each 5x slow in a different range
@@ -233,10 +234,10 @@ cat "$d/launch$k.json"
         self.assertIn("the launches of the allreduce bench measured different sizes", r.stderr)
 
     def test_launches_below_1_refused(self):
-        cmd = [sys.executable, os.path.join(ROOT, "scripts", "commmodel.py"), "--out", self.tmp, "--launches", "0"]
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        r, _, _ = self.commmodel("--launches", "0")
         self.assertEqual(r.returncode, 2, r.stdout + r.stderr)
         self.assertIn("--launches must be 1 or more", r.stderr)
+
 
 if __name__ == "__main__":
     unittest.main(verbosity=2)
